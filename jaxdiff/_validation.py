@@ -1,0 +1,58 @@
+"""Argument checks shared by every public entry point.
+
+Each check raises ``ValueError`` or ``TypeError`` whose message names the field, the
+value it received and what is allowed (DESIGN.md, convention 9).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+
+import numpy as np
+
+__all__ = ["check_choice", "check_int_range", "check_finite_array", "normalize_name"]
+
+
+def normalize_name(value) -> str:
+    """Lower-case string of a name given as a string or an ``enum.Enum`` member."""
+    if isinstance(value, enum.Enum):
+        value = value.value
+    if not isinstance(value, str):
+        raise TypeError(f"expected a name (str or enum), got {type(value).__name__}: {value!r}")
+    return value.lower()
+
+
+def check_choice(field: str, value, choices: Iterable[str]) -> str:
+    """Return ``value`` normalised to lower case, or raise naming the allowed choices."""
+    choices = list(choices)
+    try:
+        name = normalize_name(value)
+    except TypeError:
+        raise TypeError(
+            f"{field} must be one of {sorted(choices)} (str or enum), got {value!r}"
+        ) from None
+    if name not in choices:
+        raise ValueError(f"{field}={value!r} is not supported; choose one of {sorted(choices)}")
+    return name
+
+
+def check_int_range(field: str, value, low: int | None = None, high: int | None = None) -> int:
+    """Return ``value`` as an int in ``[low, high]``, or raise naming the bounds."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise TypeError(f"{field} must be an int, got {type(value).__name__}: {value!r}")
+    if (low is not None and value < low) or (high is not None and value > high):
+        lo = "-inf" if low is None else low
+        hi = "inf" if high is None else high
+        raise ValueError(f"{field}={value} is out of range; allowed: {lo} <= {field} <= {hi}")
+    return int(value)
+
+
+def check_finite_array(field: str, value) -> None:
+    """Raise if a concrete array has NaN or infinite entries (skipped for tracers)."""
+    try:
+        arr = np.asarray(value)
+    except Exception:  # a tracer: values are checked in the result instead
+        return
+    if arr.dtype.kind in "fc" and not np.all(np.isfinite(arr)):
+        raise ValueError(f"{field} has non-finite entries (NaN or inf); all must be finite")

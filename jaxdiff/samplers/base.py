@@ -1,0 +1,97 @@
+"""Fields and helpers shared by the discrete-schedule sampling methods.
+
+:class:`DiscreteMethod` carries what DDPM, DDIM, DPM-Solver, Euler and Heun have in
+common: the number of inference steps and their spacing (static), the prediction type
+(static), and the x0 post-processing (``clip_sample`` / dynamic ``thresholding``, whose
+switches are static and whose numbers are traced). Subclasses add their own knobs and
+implement ``plan``, ``init_state``, ``scale_model_input`` and ``step``
+(see :mod:`jaxdiff.samplers.driver`).
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from jaxdiff._validation import check_int_range
+from jaxdiff.samplers.prediction import check_prediction_type, clip_or_threshold, to_x0_eps
+from jaxdiff.schedules.spacing import TIMESTEP_SPACINGS, spaced_timesteps
+
+__all__ = ["DiscreteMethod", "broadcast_to_batch"]
+
+
+def broadcast_to_batch(value, x):
+    """Reshape a scalar or ``[B]`` array to broadcast against ``x`` ``[B, ...]``."""
+    value = jnp.asarray(value)
+    if value.ndim == 0:
+        return value
+    return value.reshape(value.shape + (1,) * (x.ndim - value.ndim))
+
+
+@struct.dataclass
+class DiscreteMethod:
+    """Common configuration of discrete-schedule samplers.
+
+    Attributes:
+      num_inference_steps: number of denoising steps ``n`` (static).
+      timestep_spacing: ``linspace``, ``leading`` or ``trailing`` (static).
+      steps_offset: offset added to ``leading`` timesteps (static).
+      prediction_type: what the model predicts (static); see
+        :mod:`jaxdiff.samplers.prediction`.
+      thresholding: dynamic thresholding of predicted x0 (static switch).
+      clip_sample: clip predicted x0 to ``[-clip_sample_range, clip_sample_range]``
+        (static switch).
+      dynamic_thresholding_ratio: quantile for thresholding (traced).
+      sample_max_value: upper bound of the threshold (traced).
+      clip_sample_range: clipping bound (traced).
+    """
+
+    num_inference_steps: int = struct.field(pytree_node=False, default=50)
+    timestep_spacing: str = struct.field(pytree_node=False, default="leading")
+    steps_offset: int = struct.field(pytree_node=False, default=0)
+    prediction_type: str = struct.field(pytree_node=False, default="epsilon")
+    thresholding: bool = struct.field(pytree_node=False, default=False)
+    clip_sample: bool = struct.field(pytree_node=False, default=False)
+    dynamic_thresholding_ratio: float = 0.995
+    sample_max_value: float = 1.0
+    clip_sample_range: float = 1.0
+
+    def validate(self, schedule) -> None:
+        """Check the static fields against ``schedule``; raise naming the bad field."""
+        check_int_range(
+            "num_inference_steps", self.num_inference_steps, 1, schedule.num_train_timesteps
+        )
+        check_prediction_type(self.prediction_type)
+        if self.timestep_spacing not in TIMESTEP_SPACINGS:
+            raise ValueError(
+                f"timestep_spacing={self.timestep_spacing!r} is not supported; "
+                f"choose one of {list(TIMESTEP_SPACINGS)}"
+            )
+
+    def spaced(self, schedule, **kwargs) -> np.ndarray:
+        """Host float64 ``[n]`` descending timesteps for this method (see spacing)."""
+        return spaced_timesteps(
+            self.timestep_spacing,
+            schedule.num_train_timesteps,
+            self.num_inference_steps,
+            steps_offset=self.steps_offset,
+            **kwargs,
+        )
+
+    def predict(self, model_output, x, alpha, sigma):
+        """``(x0, eps)`` from the model output with x0 clipped or thresholded.
+
+        ``eps`` is the model's own noise estimate (before x0 post-processing), as in
+        diffusers; methods that want it recomputed from the processed x0 do so.
+        """
+        x0, eps = to_x0_eps(model_output, x, alpha, sigma, self.prediction_type)
+        x0 = clip_or_threshold(
+            x0,
+            thresholding=self.thresholding,
+            clip_sample=self.clip_sample,
+            ratio=self.dynamic_thresholding_ratio,
+            max_value=self.sample_max_value,
+            clip_range=self.clip_sample_range,
+        )
+        return x0, eps

@@ -1,0 +1,164 @@
+"""Discrete-time noise schedules (DDPM family) as pytrees.
+
+A :class:`DiscreteSchedule` holds ``betas`` and ``alphas_cumprod`` (``alpha_bar``),
+both ``[T]`` arrays, with ``T = num_train_timesteps``. Training timestep ``t`` (0-based,
+as diffusers counts) corrupts data as ``x_t = alpha_t x_0 + sigma_t eps`` with
+``alpha_t = sqrt(alpha_bar_t)`` and ``sigma_t = sqrt(1 - alpha_bar_t)``.
+
+Schedules are ``flax.struct`` dataclasses: they pass through ``jit`` and ``vmap`` (for
+example a vmap over ``beta_end``), and their math stays in float32 (float64 under
+``jax_enable_x64``) whatever dtype the model computes in.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from jaxdiff._validation import check_choice, check_finite_array, check_int_range
+from jaxdiff.schedules.betas import BETA_SCHEDULES, make_betas, rescale_zero_terminal_snr
+
+__all__ = ["DiscreteSchedule"]
+
+_CUSTOM = ("custom", "custom_betas", "custom_alphas_cumprod")
+
+
+def _schedule_dtype():
+    return jnp.zeros(()).dtype  # float32, or float64 when x64 is enabled
+
+
+@struct.dataclass
+class DiscreteSchedule:
+    """A discrete noise schedule.
+
+    Attributes:
+      betas: ``[T]`` per-step variances.
+      alphas_cumprod: ``[T]`` cumulative products ``alpha_bar_t``.
+      schedule_type: name of the schedule that made it (static).
+      rescaled_zero_snr: whether ``rescale_zero_terminal_snr`` was applied (static).
+    """
+
+    betas: Any
+    alphas_cumprod: Any
+    schedule_type: str = struct.field(pytree_node=False, default="linear")
+    rescaled_zero_snr: bool = struct.field(pytree_node=False, default=False)
+
+    @classmethod
+    def create(
+        cls,
+        schedule_type: str = "linear",
+        num_train_timesteps: int = 1000,
+        beta_start: float = 1e-4,
+        beta_end: float = 0.02,
+        *,
+        betas=None,
+        alphas_cumprod=None,
+        rescale_betas_zero_snr: bool = False,
+    ) -> DiscreteSchedule:
+        """Build a schedule by name or from custom ``betas`` / ``alphas_cumprod``.
+
+        Args:
+          schedule_type: ``linear``, ``scaled_linear``, ``quadratic``, ``cosine``
+            (alias ``squaredcos_cap_v2``), ``sigmoid``, ``exponential`` or ``custom``.
+          num_train_timesteps: ``T``; ignored when custom arrays are given.
+          beta_start, beta_end: first and last beta (may be traced).
+          betas: custom ``[T]`` betas in (0, 1].
+          alphas_cumprod: custom ``[T]`` decreasing ``alpha_bar`` in (0, 1].
+          rescale_betas_zero_snr: apply Lin et al. (2024) zero-terminal-SNR rescaling.
+        """
+        dtype = _schedule_dtype()
+        name = check_choice("schedule_type", schedule_type, [*BETA_SCHEDULES, *_CUSTOM])
+        if betas is not None and alphas_cumprod is not None:
+            raise ValueError("give either custom_betas or custom_alphas_cumprod, not both")
+        if betas is not None:
+            betas = _check_custom("custom_betas", betas, dtype)
+            name = "custom"
+        elif alphas_cumprod is not None:
+            ab = _check_custom("custom_alphas_cumprod", alphas_cumprod, dtype)
+            betas = 1.0 - jnp.concatenate([ab[:1], ab[1:] / ab[:-1]])
+            name = "custom"
+        elif name in _CUSTOM:
+            raise ValueError(
+                f"schedule_type={schedule_type!r} needs custom_betas or custom_alphas_cumprod"
+            )
+        else:
+            check_int_range("num_train_timesteps", num_train_timesteps, 1)
+            betas = make_betas(name, num_train_timesteps, beta_start, beta_end).astype(dtype)
+        if rescale_betas_zero_snr:
+            betas = rescale_zero_terminal_snr(betas)
+        alphas_cumprod = jnp.cumprod(1.0 - betas)
+        return cls(
+            betas=betas,
+            alphas_cumprod=alphas_cumprod,
+            schedule_type=name,
+            rescaled_zero_snr=bool(rescale_betas_zero_snr),
+        )
+
+    @property
+    def num_train_timesteps(self) -> int:
+        """``T``, the number of training timesteps (static)."""
+        return self.betas.shape[-1]
+
+    @property
+    def alphas(self):
+        """``[T]`` per-step ``alpha_t = 1 - beta_t``."""
+        return 1.0 - self.betas
+
+    @property
+    def alpha_t(self):
+        """``[T]`` signal scale ``sqrt(alpha_bar_t)``."""
+        return jnp.sqrt(self.alphas_cumprod)
+
+    @property
+    def sigma_t(self):
+        """``[T]`` noise scale ``sqrt(1 - alpha_bar_t)``."""
+        return jnp.sqrt(1.0 - self.alphas_cumprod)
+
+    @property
+    def snr(self):
+        """``[T]`` signal-to-noise ratio ``alpha_bar / (1 - alpha_bar)``."""
+        return self.alphas_cumprod / (1.0 - self.alphas_cumprod)
+
+    @property
+    def karras_sigmas(self):
+        """``[T]`` variance-exploding noise levels ``sqrt((1 - alpha_bar) / alpha_bar)``."""
+        return jnp.sqrt((1.0 - self.alphas_cumprod) / self.alphas_cumprod)
+
+    def get_schedule_info(self) -> dict:
+        """Summary of the schedule (host values; call outside ``jit``).
+
+        Returns a dict with ``schedule_type``, ``num_train_timesteps``, ``betas_range``,
+        ``alphas_cumprod_range`` (min, max), ``snr`` (the ``[T]`` SNR curve as numpy),
+        ``log_snr_range`` and ``rescaled_zero_snr``.
+        """
+        betas = np.asarray(self.betas)
+        ab = np.asarray(self.alphas_cumprod)
+        with np.errstate(divide="ignore"):
+            snr = ab / (1.0 - ab)
+            log_snr = np.log(snr)
+        return {
+            "schedule_type": self.schedule_type,
+            "num_train_timesteps": self.num_train_timesteps,
+            "betas_range": (float(betas.min()), float(betas.max())),
+            "alphas_cumprod_range": (float(ab.min()), float(ab.max())),
+            "snr": snr,
+            "log_snr_range": (float(log_snr.min()), float(log_snr.max())),
+            "rescaled_zero_snr": self.rescaled_zero_snr,
+        }
+
+
+def _check_custom(field: str, value, dtype):
+    arr = jnp.asarray(value, dtype=dtype)
+    if arr.ndim != 1 or arr.shape[0] < 1:
+        raise ValueError(f"{field} must be a non-empty 1-D array, got shape {arr.shape}")
+    check_finite_array(field, value)
+    try:
+        host = np.asarray(value, dtype=np.float64)
+    except Exception:  # traced: cannot check values here
+        return arr
+    if np.any(host <= 0) or np.any(host > 1):
+        raise ValueError(f"{field} entries must lie in (0, 1]; got range [{host.min()}, {host.max()}]")
+    return arr
