@@ -55,12 +55,14 @@ def guided_model(model_fn, context, uncond_context, guidance_scale, guidance_res
         ``t`` ``[B]``.
       context: ``[B, ...]`` conditional context, or None (no guidance; the model gets
         ``context=None``).
-      uncond_context: ``[B, ...]`` unconditional context (already defaulted).
+      uncond_context: ``[B, ...]`` unconditional context; zeros when None.
       guidance_scale: traced scalar ``w``.
       guidance_rescale: traced scalar in ``[0, 1]``.
     """
     if context is None:
         return lambda x, t: model_fn(x, t, None)
+    if uncond_context is None:
+        uncond_context = jnp.zeros_like(context)
     both = jnp.concatenate([uncond_context, context], axis=0)
 
     def guided(x, t):

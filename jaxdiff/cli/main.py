@@ -1,0 +1,36 @@
+"""The ``jaxdiff`` command: ``jaxdiff demo``, ``jaxdiff selftest``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+__all__ = ["main"]
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="jaxdiff", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo", help="sample a 2-D Gaussian mixture with several samplers")
+    demo.add_argument("--out", default="jaxdiff_demo.png", help="PNG file to write")
+    demo.add_argument("--num-samples", type=int, default=2000)
+    demo.add_argument("--seed", type=int, default=0)
+    sub.add_parser("selftest", help="quick installation check")
+    return parser
+
+
+def main(argv=None) -> int:
+    """Entry point of the console script; returns the process exit code."""
+    args = _build_parser().parse_args(argv)
+    if args.command == "demo":
+        from jaxdiff.cli.demo import run_demo
+
+        run_demo(out=args.out, num_samples=args.num_samples, seed=args.seed)
+        return 0
+    from jaxdiff.cli.selftest import run_selftest
+
+    return 0 if run_selftest() else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,231 @@
+"""``AdvancedSamplingManager``: the original module's facade over the pure samplers.
+
+The facade builds a schedule pytree and a method config from
+:class:`~jaxdiff.schedules.config.NoiseSchedulerConfig` and
+:class:`~jaxdiff.samplers.config.SamplingConfig`, compiles one XLA program per
+(method structure, shapes) ahead of time, and times the run separately from the
+compilation. The model is a JAX callable ``model(x, t, context)``; it receives the
+latents' layout (NCHW or NHWC, any rank) untouched, ``t`` as the ``[B]`` float32
+training timestep, and ``context=None`` when no prompt is given.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxdiff._validation import check_finite_array
+from jaxdiff.samplers.config import SamplingConfig, SamplingMethod, build_method
+from jaxdiff.samplers.driver import sample
+from jaxdiff.samplers.guidance import check_contexts
+from jaxdiff.schedules.config import NoiseScheduleType, NoiseSchedulerConfig, build_schedule
+
+__all__ = [
+    "SamplingResult",
+    "AdvancedSamplingManager",
+    "create_advanced_sampling_manager",
+    "create_sampler",
+]
+
+
+@dataclasses.dataclass
+class SamplingResult:
+    """Outcome of one sampling run.
+
+    Attributes:
+      samples: array with the layout, shape and dtype of the latents.
+      processing_time: seconds the compiled run took (compilation excluded).
+      num_function_evals: model calls per run (a batched CFG call counts once).
+      compile_time: seconds spent compiling (0.0 when the program was cached).
+      method: the method's name.
+      num_inference_steps: denoising steps.
+      trajectory: ``[K, *latents.shape]`` states after each model call, or None.
+      all_finite: every model output was finite.
+      first_nonfinite_step: index of the first non-finite model output, or -1.
+      errors: human-readable problems found during the run (empty when none).
+    """
+
+    samples: Any
+    processing_time: float
+    num_function_evals: int
+    compile_time: float = 0.0
+    method: str = ""
+    num_inference_steps: int = 0
+    trajectory: Any = None
+    all_finite: bool = True
+    first_nonfinite_step: int = -1
+    errors: list = dataclasses.field(default_factory=list)
+
+
+def _check_key(key):
+    if isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        return key
+    arr = np.asarray(key) if not isinstance(key, jax.Array) else key
+    if arr.dtype == np.uint32 and arr.shape == (2,):
+        return key
+    raise TypeError(f"key must be a jax.random.key (or legacy uint32[2] key), got {key!r}")
+
+
+def _check_array(field, value):
+    value = jnp.asarray(value)
+    if not jnp.issubdtype(value.dtype, jnp.floating):
+        raise TypeError(f"{field} must be a floating-point array, got dtype {value.dtype}")
+    check_finite_array(field, value)
+    return value
+
+
+class AdvancedSamplingManager:
+    """Unified sampler: any schedule with any method, compiled into one program.
+
+    Args:
+      scheduler_config: the noise schedule (defaults to the original's defaults).
+      sampling_config: the method and its options.
+    """
+
+    def __init__(self, scheduler_config: NoiseSchedulerConfig | None = None,
+                 sampling_config: SamplingConfig | None = None):
+        self.scheduler_config = scheduler_config or NoiseSchedulerConfig()
+        self.sampling_config = sampling_config or SamplingConfig()
+        self.scheduler = build_schedule(self.scheduler_config)
+        self.method = build_method(self.scheduler_config, self.sampling_config)
+        self._programs: dict = {}
+
+    def get_schedule_info(self) -> dict:
+        """The schedule's summary (see ``DiscreteSchedule.get_schedule_info``)."""
+        return self.scheduler.get_schedule_info()
+
+    def sample(self, model, latents, prompt_embeds=None, negative_prompt_embeds=None, *, key,
+               guidance_scale=None, return_trajectory: bool = False,
+               debug: bool = False) -> SamplingResult:
+        """Sample from ``model`` starting at unit-variance ``latents``.
+
+        Args:
+          model: ``model(x, t, context) -> prediction`` (JAX, traceable, hashable).
+          latents: ``[B, ...]`` unit-variance noise; scaled by the method's initial sigma.
+          prompt_embeds: ``[B, ...]`` conditioning; None disables guidance.
+          negative_prompt_embeds: unconditional context (zeros of the prompt's shape if None).
+          key: a ``jax.random.key``.
+          guidance_scale: overrides the config's value (traced: no recompilation).
+          return_trajectory: keep the state after each model call.
+          debug: raise ``FloatingPointError`` on a non-finite model output.
+        """
+        return self._run(self.method, self.sampling_config.method.value, model, latents,
+                         prompt_embeds, negative_prompt_embeds, key=key,
+                         guidance_scale=guidance_scale, return_trajectory=return_trajectory,
+                         debug=debug)
+
+    def compare_sampling_methods(self, model, latents, prompt_embeds=None,
+                                 negative_prompt_embeds=None, methods=None, *, key,
+                                 **sample_kwargs) -> dict[str, SamplingResult]:
+        """Run several methods from the same latents and key.
+
+        ``methods`` defaults to every :class:`SamplingMethod` usable on this schedule.
+        Returns ``{method name: SamplingResult}`` in the order given.
+        """
+        if methods is None:
+            methods = list(SamplingMethod)
+        results = {}
+        for method in methods:
+            method = SamplingMethod.parse(method)
+            config = dataclasses.replace(self.sampling_config, method=method)
+            obj = build_method(self.scheduler_config, config)
+            results[method.value] = self._run(obj, method.value, model, latents, prompt_embeds,
+                                              negative_prompt_embeds, key=key, **sample_kwargs)
+        return results
+
+    def _run(self, method, name, model, latents, prompt_embeds, negative_prompt_embeds, *, key,
+             guidance_scale=None, return_trajectory=False, debug=False) -> SamplingResult:
+        key = _check_key(key)
+        latents = _check_array("latents", latents)
+        if latents.ndim < 1:
+            raise ValueError(f"latents must have a batch axis, got shape {latents.shape}")
+        if prompt_embeds is not None:
+            prompt_embeds = _check_array("prompt_embeds", prompt_embeds)
+        if negative_prompt_embeds is not None:
+            negative_prompt_embeds = _check_array("negative_prompt_embeds", negative_prompt_embeds)
+        uncond = check_contexts(prompt_embeds, negative_prompt_embeds, latents.shape[0])
+        scale = self.sampling_config.guidance_scale if guidance_scale is None else guidance_scale
+        dyn = (key, method, self.scheduler, latents, prompt_embeds, uncond,
+               jnp.asarray(scale, jnp.float32),
+               jnp.asarray(self.sampling_config.guidance_rescale, jnp.float32))
+
+        compile_time = 0.0
+        if debug:
+            start = time.perf_counter()
+            out = _program(*dyn, model=model, trajectory=return_trajectory, debug=True)
+            jax.block_until_ready(out.samples)
+        else:
+            sig = (model, return_trajectory, jax.tree.structure(dyn),
+                   tuple((jnp.shape(x), jnp.result_type(x)) for x in jax.tree.leaves(dyn)))
+            compiled = self._programs.get(sig)
+            if compiled is None:
+                start = time.perf_counter()
+                fn = jax.jit(lambda *a: _program(*a, model=model, trajectory=return_trajectory,
+                                                 debug=False))
+                compiled = fn.lower(*dyn).compile()
+                compile_time = time.perf_counter() - start
+                self._programs[sig] = compiled
+            start = time.perf_counter()
+            out = compiled(*dyn)
+            jax.block_until_ready(out.samples)
+        elapsed = time.perf_counter() - start
+        first_bad = int(out.first_nonfinite_step)
+        errors = [] if first_bad < 0 else [f"non-finite model output at model call {first_bad}"]
+        return SamplingResult(
+            samples=out.samples,
+            processing_time=elapsed,
+            num_function_evals=out.nfe,
+            compile_time=compile_time,
+            method=name,
+            num_inference_steps=self.sampling_config.num_inference_steps,
+            trajectory=out.trajectory,
+            all_finite=first_bad < 0,
+            first_nonfinite_step=first_bad,
+            errors=errors,
+        )
+
+
+def _program(key, method, schedule, latents, context, uncond, scale, rescale, *, model,
+             trajectory, debug):
+    return sample(key, method, schedule, model, latents, context=context, uncond_context=uncond,
+                  guidance_scale=scale, guidance_rescale=rescale, return_trajectory=trajectory,
+                  debug=debug)
+
+
+def _split_kwargs(kwargs):
+    sched_names = {f.name for f in dataclasses.fields(NoiseSchedulerConfig)}
+    samp_names = {f.name for f in dataclasses.fields(SamplingConfig)}
+    unknown = sorted(set(kwargs) - sched_names - samp_names)
+    if unknown:
+        raise TypeError(
+            f"unknown configuration fields {unknown}; allowed: {sorted(sched_names | samp_names)}"
+        )
+    sched = {k: v for k, v in kwargs.items() if k in sched_names}
+    samp = {k: v for k, v in kwargs.items() if k in samp_names}
+    return sched, samp
+
+
+def create_advanced_sampling_manager(schedule_type=NoiseScheduleType.LINEAR,
+                                     method=SamplingMethod.DDPM, **kwargs):
+    """Manager from a schedule type, a method and any config fields as keywords."""
+    sched, samp = _split_kwargs(kwargs)
+    return AdvancedSamplingManager(
+        NoiseSchedulerConfig(schedule_type=schedule_type, **sched),
+        SamplingConfig(method=method, **samp),
+    )
+
+
+def create_sampler(schedule_type=NoiseScheduleType.LINEAR, method=SamplingMethod.DDPM, **kwargs):
+    """A ready sampler (an :class:`AdvancedSamplingManager`) with ``.sample(...)``.
+
+    Example::
+
+        sampler = create_sampler("cosine", "ddim", num_inference_steps=50, eta=0.0)
+        result = sampler.sample(model, latents, key=jax.random.key(0))
+    """
+    return create_advanced_sampling_manager(schedule_type, method, **kwargs)
