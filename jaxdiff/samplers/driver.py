@@ -165,7 +165,7 @@ def _run(key, method, schedule, noise, context, uncond_context, guidance_scale, 
         return (state, x, first_bad), (x if trajectory else None)
 
     carry = (method.init_state(x, plan), x, jnp.asarray(-1, jnp.int32))
-    xs = (step_keys(key, num_calls), plan.timesteps, plan.steps, jnp.arange(num_calls))
+    xs = (step_keys(key, num_calls), plan.timesteps, plan.steps, jnp.arange(num_calls, dtype=jnp.int32))
     (_, x, first_bad), traj = jax.lax.scan(body, carry, xs)
     return SampleOutput(
         samples=x.astype(noise.dtype),
