@@ -11,6 +11,7 @@ sqrt(1 - alpha_bar_t) eps``. All functions return arrays of shape
 from __future__ import annotations
 
 import jax.numpy as jnp
+import numpy as np
 
 from jaxdiff._validation import check_choice
 
@@ -28,10 +29,13 @@ def _scaled_linear(n, beta_start, beta_end):
 
 def _cosine(n, beta_start, beta_end, max_beta=0.999):
     # Nichol & Dhariwal 2021, eq. 17 with s = 0.008 (diffusers "squaredcos_cap_v2").
+    # Evaluated on the host in float64 (n is static; nothing here is traced), as diffusers
+    # does with Python floats: in float32, 1 - alpha_bar[1:] / alpha_bar[:-1] loses up to
+    # 0.2% of the betas to cancellation. The result is cast to the default float dtype.
     del beta_start, beta_end
-    t = jnp.arange(n + 1) / n
-    alpha_bar = jnp.cos((t + 0.008) / 1.008 * jnp.pi / 2) ** 2
-    return jnp.minimum(1.0 - alpha_bar[1:] / alpha_bar[:-1], max_beta)
+    t = np.arange(n + 1, dtype=np.float64) / n
+    alpha_bar = np.cos((t + 0.008) / 1.008 * np.pi / 2) ** 2
+    return jnp.asarray(np.minimum(1.0 - alpha_bar[1:] / alpha_bar[:-1], max_beta))
 
 
 def _sigmoid(n, beta_start, beta_end):

@@ -61,5 +61,12 @@ def spaced_timesteps(
         ts = (np.arange(0, n + extra) * ratio).round()[::-1][: n] + steps_offset
     else:
         ratio = T / n
-        ts = np.arange(last, 0, -ratio).round() - 1
+        # [:n]: for some (T, n), e.g. (1000, 61), the float arange gains an (n + 1)-th point
+        # near 0 that rounds to timestep -1; diffusers keeps it, we drop it.
+        ts = (np.arange(last, 0, -ratio).round() - 1)[:n]
+    if ts.size and ts[0] > T - 1:  # leading + steps_offset can pass the last timestep
+        raise ValueError(
+            f"steps_offset={steps_offset} puts the first of {n} leading timesteps at "
+            f"{int(ts[0])} > num_train_timesteps - 1 = {T - 1}; lower steps_offset or n"
+        )
     return np.ascontiguousarray(ts, dtype=np.float64)
