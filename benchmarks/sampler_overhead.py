@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import time
 from datetime import date
 
@@ -43,8 +44,10 @@ METHODS = {
 def _weights(seed, c, h):
     rng = np.random.default_rng(seed)
     shapes = {"w1": (h, c, 3, 3), "w2": (h, h, 3, 3), "w3": (c, h, 3, 3), "temb": (h,)}
-    return {k: (rng.standard_normal(s) / np.sqrt(np.prod(s[1:]) or 1)).astype(np.float32)
-            for k, s in shapes.items()}
+    return {
+        k: (rng.standard_normal(s) / np.sqrt(np.prod(s[1:]) or 1)).astype(np.float32)
+        for k, s in shapes.items()
+    }
 
 
 def jax_model(weights):
@@ -72,7 +75,9 @@ def torch_model(weights, device):
     @torch.no_grad()
     def model(x, t):
         t = torch.as_tensor(t, device=device, dtype=torch.float32).reshape(-1)
-        h = f.silu(f.conv2d(x, w["w1"], padding=1) + (t[:, None] / 1000.0 * w["temb"])[..., None, None])
+        h = f.silu(
+            f.conv2d(x, w["w1"], padding=1) + (t[:, None] / 1000.0 * w["temb"])[..., None, None]
+        )
         h = f.silu(f.conv2d(h, w["w2"], padding=1))
         return f.conv2d(h, w["w3"], padding=1)
 
@@ -92,8 +97,9 @@ def bench_jax(size, method, steps, repeats):
     b, hh, ww, c, h = SIZES[size]
     model = jax_model(_weights(0, c, h))
     latents = jax.random.normal(jax.random.key(0), (b, c, hh, ww))
-    manager = jaxdiff.create_sampler("scaled_linear", method, num_inference_steps=steps,
-                                     timestep_spacing="trailing")
+    manager = jaxdiff.create_sampler(
+        "scaled_linear", method, num_inference_steps=steps, timestep_spacing="trailing"
+    )
     res = manager.sample(model, latents, key=jax.random.key(1))  # compiles
     run = _best(lambda: manager.sample(model, latents, key=jax.random.key(1)), repeats)
     nfe = res.num_function_evals
@@ -102,6 +108,7 @@ def bench_jax(size, method, steps, repeats):
     def model_only(x):
         def body(x, t):
             return model(x, jnp.full((b,), t)), None
+
         return jax.lax.scan(body, x, jnp.linspace(999.0, 0.0, nfe))[0]
 
     jax.block_until_ready(model_only(latents))
@@ -116,8 +123,9 @@ def bench_torch(size, method, steps, repeats, device):
     b, hh, ww, c, h = SIZES[size]
     model = torch_model(_weights(0, c, h), device)
     latents = torch.randn(b, c, hh, ww, device=device)
-    sched = getattr(diffusers, METHODS[method][0])(beta_schedule="scaled_linear",
-                                                    timestep_spacing="trailing")
+    sched = getattr(diffusers, METHODS[method][0])(
+        beta_schedule="scaled_linear", timestep_spacing="trailing"
+    )
 
     def sync():
         if device == "cuda":
@@ -156,8 +164,10 @@ def main():
     device = "cuda" if torch.cuda.is_available() else "cpu"
     jax_dev = jax.devices()[0].device_kind
     rows = []
-    hdr = (f"{'size':<6}{'method':<12}{'NFE':>5}{'jax run ms':>12}{'jax ovh/step us':>17}"
-           f"{'ovh % model':>13}{'torch run ms':>14}{'torch ovh/step us':>19}{'speedup':>9}")
+    hdr = (
+        f"{'size':<6}{'method':<12}{'NFE':>5}{'jax run ms':>12}{'jax ovh/step us':>17}"
+        f"{'ovh % model':>13}{'torch run ms':>14}{'torch ovh/step us':>19}{'speedup':>9}"
+    )
     print(f"jax device: {jax_dev}; torch device: {device}")
     print(hdr)
     for size in args.sizes:
@@ -166,34 +176,51 @@ def main():
             j = bench_jax(size, method, steps, args.repeats)
             t = bench_torch(size, method, steps, args.repeats, device)
             row = {
-                "size": size, "method": method, "nfe": j["nfe"],
-                "jax_run_ms": 1e3 * j["run_s"], "jax_model_ms": 1e3 * j["model_s"],
+                "size": size,
+                "method": method,
+                "nfe": j["nfe"],
+                "jax_run_ms": 1e3 * j["run_s"],
+                "jax_model_ms": 1e3 * j["model_s"],
                 "jax_overhead_us_per_step": 1e6 * (j["run_s"] - j["model_s"]) / j["nfe"],
                 "jax_overhead_pct_of_model": 100 * (j["run_s"] - j["model_s"]) / j["model_s"],
-                "torch_run_ms": 1e3 * t["run_s"], "torch_model_ms": 1e3 * t["model_s"],
+                "torch_run_ms": 1e3 * t["run_s"],
+                "torch_model_ms": 1e3 * t["model_s"],
                 "torch_overhead_us_per_step": 1e6 * (t["run_s"] - t["model_s"]) / t["nfe"],
                 "speedup_vs_diffusers": t["run_s"] / j["run_s"],
             }
             rows.append(row)
-            print(f"{size:<6}{method:<12}{row['nfe']:>5}{row['jax_run_ms']:>12.2f}"
-                  f"{row['jax_overhead_us_per_step']:>17.1f}{row['jax_overhead_pct_of_model']:>12.1f}%"
-                  f"{row['torch_run_ms']:>14.2f}{row['torch_overhead_us_per_step']:>19.1f}"
-                  f"{row['speedup_vs_diffusers']:>8.1f}x")
-    meta = {"date": date.today().isoformat(), "jax_device": jax_dev, "torch_device": device,
-            "host": platform.node(), "jax": jax.__version__, "torch": torch.__version__}
+            print(
+                f"{size:<6}{method:<12}{row['nfe']:>5}{row['jax_run_ms']:>12.2f}"
+                f"{row['jax_overhead_us_per_step']:>17.1f}{row['jax_overhead_pct_of_model']:>12.1f}%"
+                f"{row['torch_run_ms']:>14.2f}{row['torch_overhead_us_per_step']:>19.1f}"
+                f"{row['speedup_vs_diffusers']:>8.1f}x"
+            )
+    meta = {
+        "date": date.today().isoformat(),
+        "jax_device": jax_dev,
+        "torch_device": device,
+        "host": platform.node(),
+        "jax": jax.__version__,
+        "torch": torch.__version__,
+    }
     with open(args.out, "w") as f:
         json.dump({"meta": meta, "rows": rows}, f, indent=2)
     if args.results_md:
         with open(args.results_md, "a") as f:
             f.write(f"\n### sampler_overhead — {meta['date']} — {jax_dev} / torch {device}\n\n")
-            f.write("`python benchmarks/sampler_overhead.py " + " ".join(
-                f"--sizes {' '.join(args.sizes)}".split()) + "`\n\n")
-            f.write("| size | method | NFE | jaxdiff run ms | jaxdiff overhead us/step | overhead % of model | diffusers run ms | diffusers overhead us/step | speedup |\n|---|---|---|---|---|---|---|---|---|\n")
+            f.write(f"`python {' '.join(sys.argv)}`\n\n")
+            f.write(
+                "| size | method | NFE | jaxdiff run ms | jaxdiff overhead us/step "
+                "| overhead % of model | diffusers run ms | diffusers overhead us/step "
+                "| speedup |\n" + "|---" * 9 + "|\n"
+            )
             for r in rows:
-                f.write(f"| {r['size']} | {r['method']} | {r['nfe']} | {r['jax_run_ms']:.2f} | "
-                        f"{r['jax_overhead_us_per_step']:.1f} | {r['jax_overhead_pct_of_model']:.1f} | "
-                        f"{r['torch_run_ms']:.2f} | {r['torch_overhead_us_per_step']:.1f} | "
-                        f"{r['speedup_vs_diffusers']:.1f}x |\n")
+                f.write(
+                    f"| {r['size']} | {r['method']} | {r['nfe']} | {r['jax_run_ms']:.2f} | "
+                    f"{r['jax_overhead_us_per_step']:.1f} | {r['jax_overhead_pct_of_model']:.1f} | "
+                    f"{r['torch_run_ms']:.2f} | {r['torch_overhead_us_per_step']:.1f} | "
+                    f"{r['speedup_vs_diffusers']:.1f}x |\n"
+                )
     print(f"wrote {args.out}")
 
 

@@ -11,7 +11,7 @@ from jaxdiff.samplers.manager import (
     create_advanced_sampling_manager,
     create_sampler,
 )
-from jaxdiff.schedules.config import NoiseScheduleType, NoiseSchedulerConfig, create_noise_scheduler
+from jaxdiff.schedules.config import NoiseSchedulerConfig, NoiseScheduleType, create_noise_scheduler
 
 __version__ = "0.1.0"
 

@@ -41,8 +41,9 @@ def run_demo(out: str = "jaxdiff_demo.png", num_samples: int = 2000, seed: int =
     k_data, k_noise, k_sample = jax.random.split(key, 3)
     mixture = GaussianMixture.ring()
     data = mixture.sample(k_data, num_samples)
-    sched_cfg = NoiseSchedulerConfig(schedule_type="scaled_linear", beta_start=1e-4,
-                                     beta_end=0.02, timestep_spacing="trailing")
+    sched_cfg = NoiseSchedulerConfig(
+        schedule_type="scaled_linear", beta_start=1e-4, beta_end=0.02, timestep_spacing="trailing"
+    )
     latents = jax.random.normal(k_noise, (num_samples, 2))
     baseline = float(energy_distance(data, mixture.sample(jax.random.key(seed + 1), num_samples)))
 
@@ -63,8 +64,10 @@ def run_demo(out: str = "jaxdiff_demo.png", num_samples: int = 2000, seed: int =
             "compile_s": res.compile_time,
             "energy_distance": dist,
         }
-        print(f"{label:<30}{res.num_function_evals:>6}{1e3 * res.processing_time:>12.2f}"
-              f"{res.compile_time:>13.2f}{dist:>13.4f}")
+        print(
+            f"{label:<30}{res.num_function_evals:>6}{1e3 * res.processing_time:>12.2f}"
+            f"{res.compile_time:>13.2f}{dist:>13.4f}"
+        )
         _scatter(ax, res.samples, f"{label}\nED={dist:.3f}")
     fig.tight_layout()
     fig.savefig(out, dpi=80)

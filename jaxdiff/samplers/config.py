@@ -23,7 +23,7 @@ from jaxdiff.schedules.config import NoiseSchedulerConfig
 __all__ = ["SamplingMethod", "SamplingConfig", "METHODS", "method_class", "build_method"]
 
 
-class SamplingMethod(str, enum.Enum):
+class SamplingMethod(enum.StrEnum):
     """Sampling methods (strings accepted, case-insensitive)."""
 
     DDPM = "ddpm"
@@ -121,8 +121,15 @@ class SamplingConfig:
 _FACADE_FIELDS = {"method", "guidance_scale", "guidance_rescale"}
 # Scheduler-config fields that only describe the schedule pytree.
 _SCHEDULE_FIELDS = {
-    "num_train_timesteps", "beta_start", "beta_end", "schedule_type", "rescale_betas_zero_snr",
-    "custom_betas", "custom_alphas_cumprod", "shift", "custom_sigmas",
+    "num_train_timesteps",
+    "beta_start",
+    "beta_end",
+    "schedule_type",
+    "rescale_betas_zero_snr",
+    "custom_betas",
+    "custom_alphas_cumprod",
+    "shift",
+    "custom_sigmas",
 }
 
 

@@ -121,11 +121,13 @@ def sample(
     uncond_context = check_contexts(context, uncond_context, noise.shape[0])
     args = (key, method, schedule, noise, context, uncond_context, guidance_scale, guidance_rescale)
     if not debug:
-        return _run(*args, model_fn=model_fn, trajectory=return_trajectory, debug=False,
-                    progress=progress)
+        return _run(
+            *args, model_fn=model_fn, trajectory=return_trajectory, debug=False, progress=progress
+        )
     checked = checkify.checkify(
-        functools.partial(_run, model_fn=model_fn, trajectory=return_trajectory, debug=True,
-                          progress=progress),
+        functools.partial(
+            _run, model_fn=model_fn, trajectory=return_trajectory, debug=True, progress=progress
+        ),
         errors=checkify.user_checks,
     )
     err, out = _jit_checked(checked)(*args)
@@ -141,8 +143,21 @@ def _jit_checked(fn):
 
 
 @functools.partial(jax.jit, static_argnames=("model_fn", "trajectory", "debug", "progress"))
-def _run(key, method, schedule, noise, context, uncond_context, guidance_scale, guidance_rescale,
-         *, model_fn, trajectory, debug, progress):
+def _run(
+    key,
+    method,
+    schedule,
+    noise,
+    context,
+    uncond_context,
+    guidance_scale,
+    guidance_rescale,
+    *,
+    model_fn,
+    trajectory,
+    debug,
+    progress,
+):
     plan = method.plan(schedule)
     num_calls = plan.num_model_calls
     compute_dtype = jnp.promote_types(noise.dtype, jnp.float32)
@@ -165,7 +180,12 @@ def _run(key, method, schedule, noise, context, uncond_context, guidance_scale, 
         return (state, x, first_bad), (x if trajectory else None)
 
     carry = (method.init_state(x, plan), x, jnp.asarray(-1, jnp.int32))
-    xs = (step_keys(key, num_calls), plan.timesteps, plan.steps, jnp.arange(num_calls, dtype=jnp.int32))
+    xs = (
+        step_keys(key, num_calls),
+        plan.timesteps,
+        plan.steps,
+        jnp.arange(num_calls, dtype=jnp.int32),
+    )
     (_, x, first_bad), traj = jax.lax.scan(body, carry, xs)
     return SampleOutput(
         samples=x.astype(noise.dtype),

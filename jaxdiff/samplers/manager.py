@@ -23,7 +23,7 @@ from jaxdiff._validation import check_finite_array
 from jaxdiff.samplers.config import SamplingConfig, SamplingMethod, build_method
 from jaxdiff.samplers.driver import sample
 from jaxdiff.samplers.guidance import check_contexts
-from jaxdiff.schedules.config import NoiseScheduleType, NoiseSchedulerConfig, build_schedule
+from jaxdiff.schedules.config import NoiseSchedulerConfig, NoiseScheduleType, build_schedule
 
 __all__ = [
     "SamplingResult",
@@ -87,8 +87,11 @@ class AdvancedSamplingManager:
       sampling_config: the method and its options.
     """
 
-    def __init__(self, scheduler_config: NoiseSchedulerConfig | None = None,
-                 sampling_config: SamplingConfig | None = None):
+    def __init__(
+        self,
+        scheduler_config: NoiseSchedulerConfig | None = None,
+        sampling_config: SamplingConfig | None = None,
+    ):
         self.scheduler_config = scheduler_config or NoiseSchedulerConfig()
         self.sampling_config = sampling_config or SamplingConfig()
         self.scheduler = build_schedule(self.scheduler_config)
@@ -99,9 +102,18 @@ class AdvancedSamplingManager:
         """The schedule's summary (see ``DiscreteSchedule.get_schedule_info``)."""
         return self.scheduler.get_schedule_info()
 
-    def sample(self, model, latents, prompt_embeds=None, negative_prompt_embeds=None, *, key,
-               guidance_scale=None, return_trajectory: bool = False,
-               debug: bool = False) -> SamplingResult:
+    def sample(
+        self,
+        model,
+        latents,
+        prompt_embeds=None,
+        negative_prompt_embeds=None,
+        *,
+        key,
+        guidance_scale=None,
+        return_trajectory: bool = False,
+        debug: bool = False,
+    ) -> SamplingResult:
         """Sample from ``model`` starting at unit-variance ``latents``.
 
         Args:
@@ -114,14 +126,30 @@ class AdvancedSamplingManager:
           return_trajectory: keep the state after each model call.
           debug: raise ``FloatingPointError`` on a non-finite model output.
         """
-        return self._run(self.method, self.sampling_config.method.value, model, latents,
-                         prompt_embeds, negative_prompt_embeds, key=key,
-                         guidance_scale=guidance_scale, return_trajectory=return_trajectory,
-                         debug=debug)
+        return self._run(
+            self.method,
+            self.sampling_config.method.value,
+            model,
+            latents,
+            prompt_embeds,
+            negative_prompt_embeds,
+            key=key,
+            guidance_scale=guidance_scale,
+            return_trajectory=return_trajectory,
+            debug=debug,
+        )
 
-    def compare_sampling_methods(self, model, latents, prompt_embeds=None,
-                                 negative_prompt_embeds=None, methods=None, *, key,
-                                 **sample_kwargs) -> dict[str, SamplingResult]:
+    def compare_sampling_methods(
+        self,
+        model,
+        latents,
+        prompt_embeds=None,
+        negative_prompt_embeds=None,
+        methods=None,
+        *,
+        key,
+        **sample_kwargs,
+    ) -> dict[str, SamplingResult]:
         """Run several methods from the same latents and key.
 
         ``methods`` defaults to every :class:`SamplingMethod` usable on this schedule.
@@ -134,12 +162,32 @@ class AdvancedSamplingManager:
             method = SamplingMethod.parse(method)
             config = dataclasses.replace(self.sampling_config, method=method)
             obj = build_method(self.scheduler_config, config)
-            results[method.value] = self._run(obj, method.value, model, latents, prompt_embeds,
-                                              negative_prompt_embeds, key=key, **sample_kwargs)
+            results[method.value] = self._run(
+                obj,
+                method.value,
+                model,
+                latents,
+                prompt_embeds,
+                negative_prompt_embeds,
+                key=key,
+                **sample_kwargs,
+            )
         return results
 
-    def _run(self, method, name, model, latents, prompt_embeds, negative_prompt_embeds, *, key,
-             guidance_scale=None, return_trajectory=False, debug=False) -> SamplingResult:
+    def _run(
+        self,
+        method,
+        name,
+        model,
+        latents,
+        prompt_embeds,
+        negative_prompt_embeds,
+        *,
+        key,
+        guidance_scale=None,
+        return_trajectory=False,
+        debug=False,
+    ) -> SamplingResult:
         key = _check_key(key)
         latents = _check_array("latents", latents)
         if latents.ndim < 1:
@@ -150,9 +198,16 @@ class AdvancedSamplingManager:
             negative_prompt_embeds = _check_array("negative_prompt_embeds", negative_prompt_embeds)
         uncond = check_contexts(prompt_embeds, negative_prompt_embeds, latents.shape[0])
         scale = self.sampling_config.guidance_scale if guidance_scale is None else guidance_scale
-        dyn = (key, method, self.scheduler, latents, prompt_embeds, uncond,
-               jnp.asarray(scale, jnp.float32),
-               jnp.asarray(self.sampling_config.guidance_rescale, jnp.float32))
+        dyn = (
+            key,
+            method,
+            self.scheduler,
+            latents,
+            prompt_embeds,
+            uncond,
+            jnp.asarray(scale, jnp.float32),
+            jnp.asarray(self.sampling_config.guidance_rescale, jnp.float32),
+        )
 
         compile_time = 0.0
         if debug:
@@ -160,13 +215,18 @@ class AdvancedSamplingManager:
             out = _program(*dyn, model=model, trajectory=return_trajectory, debug=True)
             jax.block_until_ready(out.samples)
         else:
-            sig = (model, return_trajectory, jax.tree.structure(dyn),
-                   tuple((jnp.shape(x), jnp.result_type(x)) for x in jax.tree.leaves(dyn)))
+            sig = (
+                model,
+                return_trajectory,
+                jax.tree.structure(dyn),
+                tuple((jnp.shape(x), jnp.result_type(x)) for x in jax.tree.leaves(dyn)),
+            )
             compiled = self._programs.get(sig)
             if compiled is None:
                 start = time.perf_counter()
-                fn = jax.jit(lambda *a: _program(*a, model=model, trajectory=return_trajectory,
-                                                 debug=False))
+                fn = jax.jit(
+                    lambda *a: _program(*a, model=model, trajectory=return_trajectory, debug=False)
+                )
                 compiled = fn.lower(*dyn).compile()
                 compile_time = time.perf_counter() - start
                 self._programs[sig] = compiled
@@ -190,11 +250,22 @@ class AdvancedSamplingManager:
         )
 
 
-def _program(key, method, schedule, latents, context, uncond, scale, rescale, *, model,
-             trajectory, debug):
-    return sample(key, method, schedule, model, latents, context=context, uncond_context=uncond,
-                  guidance_scale=scale, guidance_rescale=rescale, return_trajectory=trajectory,
-                  debug=debug)
+def _program(
+    key, method, schedule, latents, context, uncond, scale, rescale, *, model, trajectory, debug
+):
+    return sample(
+        key,
+        method,
+        schedule,
+        model,
+        latents,
+        context=context,
+        uncond_context=uncond,
+        guidance_scale=scale,
+        guidance_rescale=rescale,
+        return_trajectory=trajectory,
+        debug=debug,
+    )
 
 
 def _split_kwargs(kwargs):
@@ -210,8 +281,9 @@ def _split_kwargs(kwargs):
     return sched, samp
 
 
-def create_advanced_sampling_manager(schedule_type=NoiseScheduleType.LINEAR,
-                                     method=SamplingMethod.DDPM, **kwargs):
+def create_advanced_sampling_manager(
+    schedule_type=NoiseScheduleType.LINEAR, method=SamplingMethod.DDPM, **kwargs
+):
     """Manager from a schedule type, a method and any config fields as keywords."""
     sched, samp = _split_kwargs(kwargs)
     return AdvancedSamplingManager(

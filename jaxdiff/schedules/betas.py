@@ -40,9 +40,10 @@ def _cosine(n, beta_start, beta_end, max_beta=0.999):
 
 def _sigmoid(n, beta_start, beta_end):
     # GeoDiff (Xu et al. 2022) sigmoid schedule, as in diffusers.
-    return jnp.asarray(1.0 / (1.0 + jnp.exp(-jnp.linspace(-6.0, 6.0, n)))) * (
-        beta_end - beta_start
-    ) + beta_start
+    return (
+        jnp.asarray(1.0 / (1.0 + jnp.exp(-jnp.linspace(-6.0, 6.0, n)))) * (beta_end - beta_start)
+        + beta_start
+    )
 
 
 def _exponential(n, beta_start, beta_end):

@@ -18,7 +18,7 @@ from jaxdiff._validation import check_choice, check_int_range
 __all__ = ["NoiseScheduleType", "NoiseSchedulerConfig", "create_noise_scheduler", "build_schedule"]
 
 
-class NoiseScheduleType(str, enum.Enum):
+class NoiseScheduleType(enum.StrEnum):
     """Beta schedule names (strings accepted, case-insensitive)."""
 
     LINEAR = "linear"

@@ -64,7 +64,8 @@ class DiscreteSchedule:
           schedule_type: ``linear``, ``scaled_linear``, ``quadratic``, ``cosine``
             (alias ``squaredcos_cap_v2``), ``sigmoid``, ``exponential`` or ``custom``.
           num_train_timesteps: ``T``; ignored when custom arrays are given.
-          beta_start, beta_end: first and last beta (may be traced).
+          beta_start: beta of the first step (may be traced).
+          beta_end: beta of the last step (may be traced).
           betas: custom ``[T]`` betas in (0, 1].
           alphas_cumprod: custom ``[T]`` decreasing ``alpha_bar`` in (0, 1].
           rescale_betas_zero_snr: apply Lin et al. (2024) zero-terminal-SNR rescaling.
@@ -160,5 +161,7 @@ def _check_custom(field: str, value, dtype):
     except Exception:  # traced: cannot check values here
         return arr
     if np.any(host <= 0) or np.any(host > 1):
-        raise ValueError(f"{field} entries must lie in (0, 1]; got range [{host.min()}, {host.max()}]")
+        raise ValueError(
+            f"{field} entries must lie in (0, 1]; got range [{host.min()}, {host.max()}]"
+        )
     return arr

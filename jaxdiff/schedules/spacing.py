@@ -1,5 +1,7 @@
-"""Inference timestep spacing (Lin et al. 2024, "Common Diffusion Noise Schedules and
-Sample Steps are Flawed", Table 2), computed on the host from static integers.
+"""Inference timestep spacing, computed on the host from static integers.
+
+The rules follow Lin et al. (2024), "Common Diffusion Noise Schedules and Sample Steps
+are Flawed", Table 2.
 
 Three rules pick ``n`` of the ``T`` training timesteps, in descending order:
 
@@ -55,10 +57,10 @@ def spaced_timesteps(
         ts = np.linspace(0, last - 1, n + extra)
         if round_linspace:
             ts = ts.round()
-        ts = ts[::-1][: n]
+        ts = ts[::-1][:n]
     elif spacing == "leading":
         ratio = last // (n + extra)
-        ts = (np.arange(0, n + extra) * ratio).round()[::-1][: n] + steps_offset
+        ts = (np.arange(0, n + extra) * ratio).round()[::-1][:n] + steps_offset
     else:
         ratio = T / n
         # [:n]: for some (T, n), e.g. (1000, 61), the float arange gains an (n + 1)-th point

@@ -29,6 +29,10 @@ def test_selftest_passes(capsys):
 
 
 def test_console_script_help():
-    proc = subprocess.run([sys.executable, "-m", "jaxdiff.cli.main", "--help"],
-                          capture_output=True, text=True, check=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "jaxdiff.cli.main", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert "demo" in proc.stdout and "selftest" in proc.stdout

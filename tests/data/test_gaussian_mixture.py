@@ -6,8 +6,9 @@ from jaxdiff.data.gaussian_mixture import GaussianMixture
 
 
 def test_single_component_posterior_mean_closed_form():
-    mix = GaussianMixture(weights=jnp.ones(1), means=jnp.array([[0.7, -1.0]]),
-                          stds=jnp.array([0.5]))
+    mix = GaussianMixture(
+        weights=jnp.ones(1), means=jnp.array([[0.7, -1.0]]), stds=jnp.array([0.5])
+    )
     x = jax.random.normal(jax.random.key(0), (6, 2))
     alpha, sigma = jnp.full(6, 0.6), jnp.full(6, 0.8)
     want = mix.means + 0.6 * 0.25 / (0.36 * 0.25 + 0.64) * (x - 0.6 * mix.means)

@@ -37,6 +37,7 @@ def test_layout_untouched_and_t_contract(key):
 def _nan_after(step_t):
     def model(x, t, context):
         return jnp.where(t[:, None] < step_t, jnp.nan, 0.0) * jnp.ones_like(x)
+
     return model
 
 
@@ -48,15 +49,22 @@ def test_nonfinite_reported(key):
 
 def test_nonfinite_debug_raises(key):
     with pytest.raises(FloatingPointError, match="non-finite model output at model call 5"):
-        sample(key, DDIM(num_inference_steps=10), SCHED, _nan_after(500.0), jnp.ones((2, 3)),
-               debug=True)
+        sample(
+            key,
+            DDIM(num_inference_steps=10),
+            SCHED,
+            _nan_after(500.0),
+            jnp.ones((2, 3)),
+            debug=True,
+        )
 
 
 def test_bf16_latents_keep_fp32_schedule_math(key):
     noise = jax.random.normal(jax.random.key(1), (64, 2))
     ref = sample(key, DDIM(num_inference_steps=20), SCHED, MODEL, noise).samples
-    got = sample(key, DDIM(num_inference_steps=20), SCHED, MODEL,
-                 noise.astype(jnp.bfloat16)).samples
+    got = sample(
+        key, DDIM(num_inference_steps=20), SCHED, MODEL, noise.astype(jnp.bfloat16)
+    ).samples
     assert got.dtype == jnp.bfloat16
     np.testing.assert_allclose(np.asarray(got, np.float32), ref, atol=0.05)
 

@@ -67,8 +67,9 @@ def test_contexts_validation():
 
 
 def test_guidance_scale_traced_under_jit():
-    f = jax.jit(lambda s: guided_model(_model, jnp.ones((2, 3)), None, s)(jnp.ones((2, 2)),
-                                                                         jnp.ones(2)))
+    f = jax.jit(
+        lambda s: guided_model(_model, jnp.ones((2, 3)), None, s)(jnp.ones((2, 2)), jnp.ones(2))
+    )
     a, b = f(1.0), f(5.0)
     assert f._cache_size() == 1
     assert not np.allclose(a, b)

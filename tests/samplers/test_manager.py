@@ -8,8 +8,8 @@ import pytest
 import jaxdiff
 from jaxdiff import (
     AdvancedSamplingManager,
-    NoiseScheduleType,
     NoiseSchedulerConfig,
+    NoiseScheduleType,
     SamplingConfig,
     SamplingMethod,
     SamplingResult,
@@ -22,8 +22,9 @@ KEY = jax.random.key(0)
 
 
 def _manager(method="ddim", steps=10, **kw):
-    return jaxdiff.create_advanced_sampling_manager("linear", method, num_inference_steps=steps,
-                                                   **kw)
+    return jaxdiff.create_advanced_sampling_manager(
+        "linear", method, num_inference_steps=steps, **kw
+    )
 
 
 def test_sample_result_contract_nchw():
@@ -51,8 +52,13 @@ def test_facade_equals_pure_sampler():
     model = gaussian_model(m.scheduler.alphas_cumprod)
     latents = jax.random.normal(jax.random.key(1), (5, 3))
     got = m.sample(model, latents, key=KEY).samples
-    ref = sample(KEY, DDIM(num_inference_steps=12, eta=0.5, timestep_spacing="trailing"),
-                 m.scheduler, model, latents).samples
+    ref = sample(
+        KEY,
+        DDIM(num_inference_steps=12, eta=0.5, timestep_spacing="trailing"),
+        m.scheduler,
+        model,
+        latents,
+    ).samples
     np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-6)
 
 
@@ -81,11 +87,24 @@ def test_guidance_batched_and_no_recompile():
 def test_enums_and_strings():
     assert SamplingMethod.parse("DDIM") is SamplingMethod.DDIM
     assert NoiseScheduleType.parse("Cosine") is NoiseScheduleType.COSINE
-    assert {m.name for m in SamplingMethod} >= {"DDPM", "DDIM", "DPM_SOLVER", "EULER",
-                                                 "EULER_ANCESTRAL", "HEUN"}
+    assert {m.name for m in SamplingMethod} >= {
+        "DDPM",
+        "DDIM",
+        "DPM_SOLVER",
+        "EULER",
+        "EULER_ANCESTRAL",
+        "HEUN",
+    }
     assert {m.name for m in NoiseScheduleType} == {
-        "LINEAR", "SCALED_LINEAR", "COSINE", "QUADRATIC", "SIGMOID", "EXPONENTIAL", "CUSTOM",
-        "FLOW"}
+        "LINEAR",
+        "SCALED_LINEAR",
+        "COSINE",
+        "QUADRATIC",
+        "SIGMOID",
+        "EXPONENTIAL",
+        "CUSTOM",
+        "FLOW",
+    }
     cfg = SamplingConfig(method="Euler_Ancestral")
     assert cfg.method is SamplingMethod.EULER_ANCESTRAL
 
@@ -93,18 +112,54 @@ def test_enums_and_strings():
 def test_original_defaults():
     s, c = NoiseSchedulerConfig(), SamplingConfig()
     assert (s.num_train_timesteps, s.beta_start, s.beta_end, s.schedule_type) == (
-        1000, 0.0001, 0.02, NoiseScheduleType.LINEAR)
-    assert (s.clip_sample, s.clip_sample_range, s.sample_max_value, s.timestep_spacing,
-            s.rescale_betas_zero_snr, s.custom_betas, s.custom_alphas_cumprod) == (
-        False, 1.0, 1.0, "leading", False, None, None)
-    assert (c.method, c.num_inference_steps, c.eta, c.guidance_scale,
-            c.use_clipped_model_output, c.prediction_type, c.thresholding,
-            c.dynamic_thresholding_ratio, c.algorithm_type, c.solver_type,
-            c.lower_order_final, c.use_karras_sigmas) == (
-        SamplingMethod.DDPM, 50, 0.0, 7.5, False, "epsilon", False, 0.995, "dpmsolver++",
-        "midpoint", True, False)
-    assert (c.solver_order, c.final_sigmas_type, c.variance_type, s.steps_offset,
-            s.set_alpha_to_one) == (2, "zero", "fixed_small", 0, True)
+        1000,
+        0.0001,
+        0.02,
+        NoiseScheduleType.LINEAR,
+    )
+    assert (
+        s.clip_sample,
+        s.clip_sample_range,
+        s.sample_max_value,
+        s.timestep_spacing,
+        s.rescale_betas_zero_snr,
+        s.custom_betas,
+        s.custom_alphas_cumprod,
+    ) == (False, 1.0, 1.0, "leading", False, None, None)
+    assert (
+        c.method,
+        c.num_inference_steps,
+        c.eta,
+        c.guidance_scale,
+        c.use_clipped_model_output,
+        c.prediction_type,
+        c.thresholding,
+        c.dynamic_thresholding_ratio,
+        c.algorithm_type,
+        c.solver_type,
+        c.lower_order_final,
+        c.use_karras_sigmas,
+    ) == (
+        SamplingMethod.DDPM,
+        50,
+        0.0,
+        7.5,
+        False,
+        "epsilon",
+        False,
+        0.995,
+        "dpmsolver++",
+        "midpoint",
+        True,
+        False,
+    )
+    assert (
+        c.solver_order,
+        c.final_sigmas_type,
+        c.variance_type,
+        s.steps_offset,
+        s.set_alpha_to_one,
+    ) == (2, "zero", "fixed_small", 0, True)
 
 
 def test_unused_field_warns_and_used_field_does_not():
@@ -121,17 +176,20 @@ def test_create_noise_scheduler_info():
     assert info["snr"].shape == (1000,)
 
 
-@pytest.mark.parametrize("kwargs, exc, field", [
-    ({"num_inference_steps": 0}, ValueError, "num_inference_steps"),
-    ({"num_inference_steps": 1001}, ValueError, "num_inference_steps"),
-    ({"num_inference_steps": -3}, ValueError, "num_inference_steps"),
-    ({"method": "plms"}, ValueError, "method"),
-    ({"schedule_type": "zigzag"}, ValueError, "schedule_type"),
-    ({"timestep_spacing": "middle"}, ValueError, "timestep_spacing"),
-    ({"eta": -1.0}, ValueError, "eta"),
-    ({"guidance_rescale": 2.0}, ValueError, "guidance_rescale"),
-    ({"no_such_field": 1}, TypeError, "no_such_field"),
-])
+@pytest.mark.parametrize(
+    "kwargs, exc, field",
+    [
+        ({"num_inference_steps": 0}, ValueError, "num_inference_steps"),
+        ({"num_inference_steps": 1001}, ValueError, "num_inference_steps"),
+        ({"num_inference_steps": -3}, ValueError, "num_inference_steps"),
+        ({"method": "plms"}, ValueError, "method"),
+        ({"schedule_type": "zigzag"}, ValueError, "schedule_type"),
+        ({"timestep_spacing": "middle"}, ValueError, "timestep_spacing"),
+        ({"eta": -1.0}, ValueError, "eta"),
+        ({"guidance_rescale": 2.0}, ValueError, "guidance_rescale"),
+        ({"no_such_field": 1}, TypeError, "no_such_field"),
+    ],
+)
 def test_bad_config(kwargs, exc, field):
     kwargs = {"schedule_type": "linear", "method": "ddim", **kwargs}
     with pytest.raises(exc, match=field):
@@ -150,8 +208,13 @@ def test_bad_sample_inputs():
     with pytest.raises(ValueError, match="prompt_embeds"):
         m.sample(model, jnp.ones((2, 3)), prompt_embeds=jnp.ones((3, 4)), key=KEY)
     with pytest.raises(ValueError, match="negative_prompt_embeds"):
-        m.sample(model, jnp.ones((2, 3)), prompt_embeds=jnp.ones((2, 4)),
-                 negative_prompt_embeds=jnp.ones((2, 5)), key=KEY)
+        m.sample(
+            model,
+            jnp.ones((2, 3)),
+            prompt_embeds=jnp.ones((2, 4)),
+            negative_prompt_embeds=jnp.ones((2, 5)),
+            key=KEY,
+        )
 
 
 def test_nonfinite_in_result_and_debug_raises():
@@ -167,8 +230,9 @@ def test_nonfinite_in_result_and_debug_raises():
 
 
 def test_compare_sampling_methods():
-    m = AdvancedSamplingManager(NoiseSchedulerConfig(timestep_spacing="trailing"),
-                                SamplingConfig(num_inference_steps=10))
+    m = AdvancedSamplingManager(
+        NoiseSchedulerConfig(timestep_spacing="trailing"), SamplingConfig(num_inference_steps=10)
+    )
     model = gaussian_model(m.scheduler.alphas_cumprod)
     latents = jax.random.normal(jax.random.key(1), (4, 2))
     methods = [SamplingMethod.DDPM, "ddim", SamplingMethod.DPM_SOLVER, "euler", "heun"]
