@@ -93,15 +93,17 @@ def _best(fn, repeats):
     return min(times)
 
 
-def bench_jax(size, method, steps, repeats):
+def bench_jax(size, method, steps, repeats, unroll):
     b, hh, ww, c, h = SIZES[size]
     model = jax_model(_weights(0, c, h))
     latents = jax.random.normal(jax.random.key(0), (b, c, hh, ww))
     manager = jaxdiff.create_sampler(
         "scaled_linear", method, num_inference_steps=steps, timestep_spacing="trailing"
     )
-    res = manager.sample(model, latents, key=jax.random.key(1))  # compiles
-    run = _best(lambda: manager.sample(model, latents, key=jax.random.key(1)), repeats)
+    res = manager.sample(model, latents, key=jax.random.key(1), unroll=unroll)  # compiles
+    run = _best(
+        lambda: manager.sample(model, latents, key=jax.random.key(1), unroll=unroll), repeats
+    )
     nfe = res.num_function_evals
 
     @jax.jit
@@ -109,7 +111,7 @@ def bench_jax(size, method, steps, repeats):
         def body(x, t):
             return model(x, jnp.full((b,), t)), None
 
-        return jax.lax.scan(body, x, jnp.linspace(999.0, 0.0, nfe))[0]
+        return jax.lax.scan(body, x, jnp.linspace(999.0, 0.0, nfe), unroll=unroll)[0]
 
     jax.block_until_ready(model_only(latents))
     model_t = _best(lambda: jax.block_until_ready(model_only(latents)), repeats)
@@ -156,6 +158,9 @@ def main():
     parser.add_argument("--sizes", nargs="+", default=list(SIZES))
     parser.add_argument("--methods", nargs="+", default=list(METHODS))
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--unroll", nargs="+", default=["1", "full"], help="scan unroll variants: ints or 'full'"
+    )
     parser.add_argument("--out", default="benchmarks/sampler_overhead.json")
     parser.add_argument("--results-md", default="benchmarks/RESULTS.md")
     args = parser.parse_args()
@@ -165,7 +170,7 @@ def main():
     jax_dev = jax.devices()[0].device_kind
     rows = []
     hdr = (
-        f"{'size':<6}{'method':<12}{'NFE':>5}{'jax run ms':>12}{'jax ovh/step us':>17}"
+        f"{'size':<6}{'method':<12}{'unroll':>6}{'NFE':>5}{'jax run ms':>12}{'jax ovh/step us':>17}"
         f"{'ovh % model':>13}{'torch run ms':>14}{'torch ovh/step us':>19}{'speedup':>9}"
     )
     print(f"jax device: {jax_dev}; torch device: {device}")
@@ -173,28 +178,33 @@ def main():
     for size in args.sizes:
         for method in args.methods:
             steps = METHODS[method][1]
-            j = bench_jax(size, method, steps, args.repeats)
             t = bench_torch(size, method, steps, args.repeats, device)
-            row = {
-                "size": size,
-                "method": method,
-                "nfe": j["nfe"],
-                "jax_run_ms": 1e3 * j["run_s"],
-                "jax_model_ms": 1e3 * j["model_s"],
-                "jax_overhead_us_per_step": 1e6 * (j["run_s"] - j["model_s"]) / j["nfe"],
-                "jax_overhead_pct_of_model": 100 * (j["run_s"] - j["model_s"]) / j["model_s"],
-                "torch_run_ms": 1e3 * t["run_s"],
-                "torch_model_ms": 1e3 * t["model_s"],
-                "torch_overhead_us_per_step": 1e6 * (t["run_s"] - t["model_s"]) / t["nfe"],
-                "speedup_vs_diffusers": t["run_s"] / j["run_s"],
-            }
-            rows.append(row)
-            print(
-                f"{size:<6}{method:<12}{row['nfe']:>5}{row['jax_run_ms']:>12.2f}"
-                f"{row['jax_overhead_us_per_step']:>17.1f}{row['jax_overhead_pct_of_model']:>12.1f}%"
-                f"{row['torch_run_ms']:>14.2f}{row['torch_overhead_us_per_step']:>19.1f}"
-                f"{row['speedup_vs_diffusers']:>8.1f}x"
-            )
+            for unroll_name in args.unroll:
+                unroll = True if unroll_name == "full" else int(unroll_name)
+                j = bench_jax(size, method, steps, args.repeats, unroll)
+                row = {
+                    "size": size,
+                    "method": method,
+                    "unroll": unroll_name,
+                    "nfe": j["nfe"],
+                    "jax_run_ms": 1e3 * j["run_s"],
+                    "jax_model_ms": 1e3 * j["model_s"],
+                    "jax_compile_s": j["compile_s"],
+                    "jax_overhead_us_per_step": 1e6 * (j["run_s"] - j["model_s"]) / j["nfe"],
+                    "jax_overhead_pct_of_model": 100 * (j["run_s"] - j["model_s"]) / j["model_s"],
+                    "torch_run_ms": 1e3 * t["run_s"],
+                    "torch_model_ms": 1e3 * t["model_s"],
+                    "torch_overhead_us_per_step": 1e6 * (t["run_s"] - t["model_s"]) / t["nfe"],
+                    "speedup_vs_diffusers": t["run_s"] / j["run_s"],
+                }
+                rows.append(row)
+                print(
+                    f"{size:<6}{method:<12}{unroll_name:>6}{row['nfe']:>5}{row['jax_run_ms']:>12.2f}"
+                    f"{row['jax_overhead_us_per_step']:>17.1f}"
+                    f"{row['jax_overhead_pct_of_model']:>12.1f}%"
+                    f"{row['torch_run_ms']:>14.2f}{row['torch_overhead_us_per_step']:>19.1f}"
+                    f"{row['speedup_vs_diffusers']:>8.1f}x"
+                )
     meta = {
         "date": date.today().isoformat(),
         "jax_device": jax_dev,
@@ -210,13 +220,14 @@ def main():
             f.write(f"\n### sampler_overhead — {meta['date']} — {jax_dev} / torch {device}\n\n")
             f.write(f"`python {' '.join(sys.argv)}`\n\n")
             f.write(
-                "| size | method | NFE | jaxdiff run ms | jaxdiff overhead us/step "
+                "| size | method | unroll | NFE | jaxdiff run ms | jaxdiff overhead us/step "
                 "| overhead % of model | diffusers run ms | diffusers overhead us/step "
-                "| speedup |\n" + "|---" * 9 + "|\n"
+                "| speedup |\n" + "|---" * 10 + "|\n"
             )
             for r in rows:
                 f.write(
-                    f"| {r['size']} | {r['method']} | {r['nfe']} | {r['jax_run_ms']:.2f} | "
+                    f"| {r['size']} | {r['method']} | {r['unroll']} | {r['nfe']} | "
+                    f"{r['jax_run_ms']:.2f} | "
                     f"{r['jax_overhead_us_per_step']:.1f} | {r['jax_overhead_pct_of_model']:.1f} | "
                     f"{r['torch_run_ms']:.2f} | {r['torch_overhead_us_per_step']:.1f} | "
                     f"{r['speedup_vs_diffusers']:.1f}x |\n"

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-import jax
 import jax.numpy as jnp
 
 __all__ = ["ALGORITHM_TYPES", "SOLVER_TYPES", "Weights", "weights", "multistep_update"]
@@ -126,7 +125,10 @@ def multistep_update(
     """One multistep update of the given order (1, 2 or 3) from ``x`` at ``s0``.
 
     Args:
-      order: int32 scalar (traced) in ``[1, max_order]``; chosen with ``lax.switch``.
+      order: int32 scalar (traced) in ``[1, max_order]``. All branches up to
+        ``max_order`` are evaluated (a few fused elementwise ops) and the one of this
+        order is selected with ``jnp.where``: a ``lax.switch`` would make XLA read the
+        branch index on the host at every step on GPU.
       w: the :func:`weights` of this step.
       x: ``[B, ...]`` current sample.
       m0: ``[B, ...]`` converted model output at ``s0`` (this step's).
@@ -167,8 +169,9 @@ def multistep_update(
         d2 = (d1_0 - d1_1) / (r0 + r1)
         return base + w.c0 * m0 + w.c1 * d1 + w.c2 * d2
 
-    branches = [first, second, third][:max_order]
-    if max_order == 1:
-        return first(None)
-    index = jnp.clip(jnp.asarray(order, jnp.int32) - 1, 0, max_order - 1)
-    return jax.lax.switch(index, branches, None)
+    out = first(None)
+    if max_order >= 2:
+        out = jnp.where(order == 2, second(None), out)
+    if max_order >= 3:
+        out = jnp.where(order == 3, third(None), out)
+    return out

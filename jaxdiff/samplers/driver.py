@@ -90,6 +90,7 @@ def sample(
     return_trajectory: bool = False,
     debug: bool = False,
     progress: bool = False,
+    unroll: int | bool = 1,
 ) -> SampleOutput:
     """Run ``method`` on ``schedule`` from unit-variance ``noise``.
 
@@ -109,6 +110,9 @@ def sample(
       debug: raise ``FloatingPointError`` (through ``checkify``) on a non-finite model
         output instead of only reporting it (static).
       progress: show a progress bar through ``jax.debug.callback`` (static).
+      unroll: ``lax.scan`` unrolling (static): ``True`` compiles the run as straight-line
+        code (no per-step loop overhead on GPU, longer compilation), an int unrolls that
+        many steps per loop iteration.
 
     Returns:
       A :class:`SampleOutput`.
@@ -120,17 +124,12 @@ def sample(
         raise ValueError(f"latents must have a batch axis, got shape {noise.shape}")
     uncond_context = check_contexts(context, uncond_context, noise.shape[0])
     args = (key, method, schedule, noise, context, uncond_context, guidance_scale, guidance_rescale)
-    if not debug:
-        return _run(
-            *args, model_fn=model_fn, trajectory=return_trajectory, debug=False, progress=progress
-        )
-    checked = checkify.checkify(
-        functools.partial(
-            _run, model_fn=model_fn, trajectory=return_trajectory, debug=True, progress=progress
-        ),
-        errors=checkify.user_checks,
+    statics = dict(
+        model_fn=model_fn, trajectory=return_trajectory, progress=progress, unroll=unroll
     )
-    err, out = _jit_checked(checked)(*args)
+    if not debug:
+        return _run(*args, debug=False, **statics)
+    err, out = _checked_program(tuple(sorted(statics.items())))(*args)
     msg = err.get()
     if msg is not None:
         raise FloatingPointError(msg)
@@ -138,11 +137,15 @@ def sample(
 
 
 @functools.lru_cache(maxsize=64)
-def _jit_checked(fn):
-    return jax.jit(fn)
+def _checked_program(statics: tuple):
+    """Jitted, checkified run for one set of static arguments (cached)."""
+    fn = functools.partial(_run, debug=True, **dict(statics))
+    return jax.jit(checkify.checkify(fn, errors=checkify.user_checks))
 
 
-@functools.partial(jax.jit, static_argnames=("model_fn", "trajectory", "debug", "progress"))
+@functools.partial(
+    jax.jit, static_argnames=("model_fn", "trajectory", "debug", "progress", "unroll")
+)
 def _run(
     key,
     method,
@@ -157,6 +160,7 @@ def _run(
     trajectory,
     debug,
     progress,
+    unroll,
 ):
     plan = method.plan(schedule)
     num_calls = plan.num_model_calls
@@ -186,7 +190,7 @@ def _run(
         plan.steps,
         jnp.arange(num_calls, dtype=jnp.int32),
     )
-    (_, x, first_bad), traj = jax.lax.scan(body, carry, xs)
+    (_, x, first_bad), traj = jax.lax.scan(body, carry, xs, unroll=unroll)
     return SampleOutput(
         samples=x.astype(noise.dtype),
         trajectory=None if traj is None else traj.astype(noise.dtype),

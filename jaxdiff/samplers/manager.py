@@ -113,6 +113,7 @@ class AdvancedSamplingManager:
         guidance_scale=None,
         return_trajectory: bool = False,
         debug: bool = False,
+        unroll: int | bool = 1,
     ) -> SamplingResult:
         """Sample from ``model`` starting at unit-variance ``latents``.
 
@@ -125,6 +126,8 @@ class AdvancedSamplingManager:
           guidance_scale: overrides the config's value (traced: no recompilation).
           return_trajectory: keep the state after each model call.
           debug: raise ``FloatingPointError`` on a non-finite model output.
+          unroll: ``lax.scan`` unrolling; ``True`` removes the per-step loop overhead on
+            GPU at the price of a longer compilation (see :func:`jaxdiff.samplers.sample`).
         """
         return self._run(
             self.method,
@@ -137,6 +140,7 @@ class AdvancedSamplingManager:
             guidance_scale=guidance_scale,
             return_trajectory=return_trajectory,
             debug=debug,
+            unroll=unroll,
         )
 
     def compare_sampling_methods(
@@ -187,6 +191,7 @@ class AdvancedSamplingManager:
         guidance_scale=None,
         return_trajectory=False,
         debug=False,
+        unroll=1,
     ) -> SamplingResult:
         key = _check_key(key)
         latents = _check_array("latents", latents)
@@ -212,12 +217,15 @@ class AdvancedSamplingManager:
         compile_time = 0.0
         if debug:
             start = time.perf_counter()
-            out = _program(*dyn, model=model, trajectory=return_trajectory, debug=True)
+            out = _program(
+                *dyn, model=model, trajectory=return_trajectory, debug=True, unroll=unroll
+            )
             jax.block_until_ready(out.samples)
         else:
             sig = (
                 model,
                 return_trajectory,
+                unroll,
                 jax.tree.structure(dyn),
                 tuple((jnp.shape(x), jnp.result_type(x)) for x in jax.tree.leaves(dyn)),
             )
@@ -225,7 +233,9 @@ class AdvancedSamplingManager:
             if compiled is None:
                 start = time.perf_counter()
                 fn = jax.jit(
-                    lambda *a: _program(*a, model=model, trajectory=return_trajectory, debug=False)
+                    lambda *a: _program(
+                        *a, model=model, trajectory=return_trajectory, debug=False, unroll=unroll
+                    )
                 )
                 compiled = fn.lower(*dyn).compile()
                 compile_time = time.perf_counter() - start
@@ -251,7 +261,19 @@ class AdvancedSamplingManager:
 
 
 def _program(
-    key, method, schedule, latents, context, uncond, scale, rescale, *, model, trajectory, debug
+    key,
+    method,
+    schedule,
+    latents,
+    context,
+    uncond,
+    scale,
+    rescale,
+    *,
+    model,
+    trajectory,
+    debug,
+    unroll,
 ):
     return sample(
         key,
@@ -265,6 +287,7 @@ def _program(
         guidance_rescale=rescale,
         return_trajectory=trajectory,
         debug=debug,
+        unroll=unroll,
     )
 
 
