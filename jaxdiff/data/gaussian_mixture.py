@@ -18,6 +18,8 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from jaxdiff.schedules.sigmas import interp_timesteps
+
 __all__ = ["GaussianMixture"]
 
 
@@ -77,11 +79,10 @@ class GaussianMixture:
         """
         ab = jnp.asarray(alphas_cumprod, jnp.float32)
         ve_sigma = jnp.sqrt((1.0 - ab) / ab)
-        grid = jnp.arange(ab.shape[0], dtype=jnp.float32)
 
         def model(x, t, context=None):
             del context
-            s = jnp.interp(t, grid, ve_sigma)
+            s = interp_timesteps(t, ve_sigma)
             alpha = 1.0 / jnp.sqrt(1.0 + s**2)
             sigma = s * alpha
             x0 = self.posterior_mean(x, alpha, sigma)

@@ -29,7 +29,7 @@ from jaxdiff.samplers.base import DiscreteMethod
 from jaxdiff.samplers.driver import Plan
 from jaxdiff.schedules.discrete import DiscreteSchedule
 from jaxdiff.schedules.flow import FlowSchedule
-from jaxdiff.schedules.sigmas import karras_sigmas, sigma_to_t
+from jaxdiff.schedules.sigmas import interp_timesteps, karras_sigmas, sigma_to_t
 
 __all__ = [
     "SigmaMethod",
@@ -140,7 +140,6 @@ class SigmaMethod(DiscreteMethod):
                 init_noise_sigma=jnp.ones((), sig.dtype),
                 num_sigmas=n + 1,
             )
-        T = schedule.num_train_timesteps
         ab = schedule.alphas_cumprod
         if schedule.rescaled_zero_snr:
             ab = ab.at[-1].set(_ZERO_SNR_ALPHA_BAR)
@@ -149,7 +148,7 @@ class SigmaMethod(DiscreteMethod):
         ts = self.spaced(schedule, round_linspace=False)  # host float64 [n]
         timesteps = jnp.asarray(ts, jnp.float32)
         if interpolation_type == "linear":
-            sig = jnp.interp(jnp.asarray(ts, ab.dtype), jnp.arange(T, dtype=ab.dtype), train)
+            sig = interp_timesteps(jnp.asarray(ts, ab.dtype), train)
         else:
             sig = jnp.exp(jnp.linspace(jnp.log(train[-1]), jnp.log(train[0]), n + 1))
         ends_at_min = interpolation_type == "log_linear" or ts[-1] == 0

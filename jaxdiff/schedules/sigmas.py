@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-__all__ = ["karras_sigmas", "sigma_to_t"]
+__all__ = ["interp_timesteps", "karras_sigmas", "sigma_to_t"]
 
 
 def karras_sigmas(sigma_min, sigma_max, num_steps: int, rho=7.0):
@@ -39,7 +39,25 @@ def sigma_to_t(sigma, train_sigmas):
     log_sigmas = jnp.log(train_sigmas)
     log_sigma = jnp.log(jnp.maximum(sigma, 1e-10))
     n = log_sigmas.shape[0]
-    low = jnp.clip(jnp.searchsorted(log_sigmas, log_sigma, side="right") - 1, 0, n - 2)
+    # compare_all: a vectorised comparison; the default binary search is a while loop,
+    # which costs a host round trip per iteration on GPU.
+    found = jnp.searchsorted(log_sigmas, log_sigma, side="right", method="compare_all")
+    low = jnp.clip(found - 1, 0, n - 2)
     lo, hi = log_sigmas[low], log_sigmas[low + 1]
     w = jnp.clip((lo - log_sigma) / (lo - hi), 0.0, 1.0)
     return (1.0 - w) * low + w * (low + 1)
+
+
+def interp_timesteps(t, values):
+    """Linear interpolation of ``values`` ``[T]`` (given at timesteps ``0..T-1``) at ``t``.
+
+    ``t`` is any array of (fractional) timesteps, clamped to ``[0, T - 1]``; equal to
+    ``jnp.interp(t, arange(T), values)`` but without a search (the grid is uniform), so
+    it compiles to a gather and a few elementwise ops, with no loop.
+    """
+    n = values.shape[-1]
+    t = jnp.clip(t, 0, n - 1)
+    low = jnp.clip(jnp.floor(t).astype(jnp.int32), 0, max(n - 2, 0))
+    high = jnp.minimum(low + 1, n - 1)
+    w = t - low
+    return values[low] + w * (values[high] - values[low])
