@@ -213,14 +213,15 @@ class AdvancedSamplingManager:
         compile_time = 0.0
         if debug:
             start = time.perf_counter()
-            out, inputs_finite = _program(*dyn, debug=True, **statics)
+            out, status = _program(*dyn, debug=True, **statics)
         else:
+            leaves, treedef = jax.tree.flatten(dyn)
             sig = (
                 model,
                 return_trajectory,
                 unroll,
-                jax.tree.structure(dyn),
-                tuple((jnp.shape(x), jnp.result_type(x)) for x in jax.tree.leaves(dyn)),
+                treedef,
+                tuple((np.shape(x), x.dtype) for x in leaves),
             )
             program = self._programs.get(sig)
             if program is None:
@@ -232,14 +233,13 @@ class AdvancedSamplingManager:
                 compile_time = time.perf_counter() - start
                 self._programs[sig] = program
             start = time.perf_counter()
-            out, inputs_finite = program(*dyn)
+            out, status = program(*dyn)
         jax.block_until_ready(out.samples)
         elapsed = time.perf_counter() - start
-        first_bad, inputs_finite = jax.device_get((out.first_nonfinite_step, inputs_finite))
+        first_bad, *inputs_finite = (int(v) for v in np.asarray(status))  # one device read
         for field, ok in zip(_INPUT_FIELDS, inputs_finite, strict=True):
             if not ok:
                 raise ValueError(f"{field} has non-finite entries (NaN or inf); all must be finite")
-        first_bad = int(first_bad)
         errors = [] if first_bad < 0 else [f"non-finite model output at model call {first_bad}"]
         return SamplingResult(
             samples=out.samples,
@@ -265,9 +265,11 @@ def _all_finite(value):
 def _program(
     key, method, schedule, latents, context, uncond, guidance, *, model, trajectory, debug, unroll
 ):
-    """The whole compiled run: ``(SampleOutput, [3] bool finiteness of the inputs)``.
+    """The whole compiled run: ``(SampleOutput, status)``.
 
     ``guidance`` is ``[2]`` float32: the CFG scale and the guidance rescale factor.
+    ``status`` is ``[4]`` int32 (read back in one transfer): the first non-finite model
+    call (-1 if none), then 1/0 for whether latents, prompt and negative prompt are finite.
     """
     out = sample(
         key,
@@ -283,8 +285,9 @@ def _program(
         debug=debug,
         unroll=unroll,
     )
-    inputs_finite = jnp.stack([_all_finite(latents), _all_finite(context), _all_finite(uncond)])
-    return out, inputs_finite
+    inputs = [_all_finite(latents), _all_finite(context), _all_finite(uncond)]
+    status = jnp.stack([out.first_nonfinite_step, *(f.astype(jnp.int32) for f in inputs)])
+    return out, status
 
 
 def _split_kwargs(kwargs):
