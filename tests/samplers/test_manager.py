@@ -198,7 +198,12 @@ def test_bad_config(kwargs, exc, field):
 
 def test_bad_sample_inputs():
     m = _manager()
-    model = gaussian_model(m.scheduler.alphas_cumprod)
+    # A plain model: jnp.interp (the Gaussian oracle's) inside the loop with batch 1 hits an
+    # XLA GPU compile error on JAX 0.11.2 (FAILED_PRECONDITION on a bitcast in the body).
+
+    def model(x, t, context):
+        return 0.1 * x
+
     with pytest.raises(TypeError, match="latents"):
         m.sample(model, jnp.ones((2, 3), jnp.int32), key=KEY)
     with pytest.raises(ValueError, match="latents"):
