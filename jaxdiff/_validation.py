@@ -11,7 +11,13 @@ from collections.abc import Iterable
 
 import numpy as np
 
-__all__ = ["check_choice", "check_int_range", "check_finite_array", "normalize_name"]
+__all__ = [
+    "check_choice",
+    "check_finite_array",
+    "check_int_range",
+    "check_unit_interval_array",
+    "normalize_name",
+]
 
 
 def normalize_name(value) -> str:
@@ -56,3 +62,26 @@ def check_finite_array(field: str, value) -> None:
         return
     if arr.dtype.kind in "fc" and not np.all(np.isfinite(arr)):
         raise ValueError(f"{field} has non-finite entries (NaN or inf); all must be finite")
+
+
+def check_unit_interval_array(field: str, value, dtype):
+    """``value`` as a non-empty 1-D ``dtype`` array with entries in ``(0, 1]``.
+
+    Shape is always checked; entries only when ``value`` is concrete (not traced).
+    Returns the array and, for concrete input, its float64 host copy (else None).
+    """
+    import jax.numpy as jnp
+
+    arr = jnp.asarray(value, dtype=dtype)
+    if arr.ndim != 1 or arr.shape[0] < 1:
+        raise ValueError(f"{field} must be a non-empty 1-D array, got shape {arr.shape}")
+    check_finite_array(field, value)
+    try:
+        host = np.asarray(value, dtype=np.float64)
+    except Exception:  # traced: cannot check values here
+        return arr, None
+    if np.any(host <= 0) or np.any(host > 1):
+        raise ValueError(
+            f"{field} entries must lie in (0, 1]; got range [{host.min()}, {host.max()}]"
+        )
+    return arr, host

@@ -16,6 +16,7 @@ from flax import struct
 
 from jaxdiff._validation import check_int_range
 from jaxdiff.samplers.prediction import check_prediction_type, clip_or_threshold, to_x0_eps
+from jaxdiff.schedules.flow import FlowSchedule
 from jaxdiff.schedules.spacing import TIMESTEP_SPACINGS, spaced_timesteps
 
 __all__ = ["DiscreteMethod", "broadcast_to_batch"]
@@ -79,14 +80,27 @@ class DiscreteMethod:
             **kwargs,
         )
 
-    def predict(self, model_output, x, alpha, sigma):
-        """``(x0, eps)`` from the model output with x0 clipped or thresholded.
+    def check_prediction_for(self, schedule) -> None:
+        """Raise when ``prediction_type`` is undefined on ``schedule``'s path.
 
-        ``eps`` is the model's own noise estimate (before x0 post-processing), as in
-        diffusers; methods that want it recomputed from the processed x0 do so.
+        ``v_prediction`` needs a variance-preserving schedule; ``flow`` (velocity
+        ``eps - x0``) needs a :class:`~jaxdiff.schedules.flow.FlowSchedule`.
         """
-        x0, eps = to_x0_eps(model_output, x, alpha, sigma, self.prediction_type)
-        x0 = clip_or_threshold(
+        flow = isinstance(schedule, FlowSchedule)
+        if flow and self.prediction_type == "v_prediction":
+            raise ValueError(
+                "prediction_type='v_prediction' needs a variance-preserving "
+                "schedule; on a FlowSchedule use flow, sample, epsilon or score"
+            )
+        if not flow and self.prediction_type == "flow":
+            raise ValueError(
+                "prediction_type='flow' (velocity eps - x0) needs a FlowSchedule "
+                "(alpha = 1 - sigma); this is a DiscreteSchedule"
+            )
+
+    def process_x0(self, x0):
+        """Clip or dynamically threshold a predicted ``x0`` as configured."""
+        return clip_or_threshold(
             x0,
             thresholding=self.thresholding,
             clip_sample=self.clip_sample,
@@ -94,4 +108,12 @@ class DiscreteMethod:
             max_value=self.sample_max_value,
             clip_range=self.clip_sample_range,
         )
-        return x0, eps
+
+    def predict(self, model_output, x, alpha, sigma):
+        """``(x0, eps)`` from the model output with x0 clipped or thresholded.
+
+        ``eps`` is the model's own noise estimate (before x0 post-processing), as in
+        diffusers; methods that want it recomputed from the processed x0 do so.
+        """
+        x0, eps = to_x0_eps(model_output, x, alpha, sigma, self.prediction_type)
+        return self.process_x0(x0), eps

@@ -49,7 +49,7 @@ from jaxdiff.samplers.dpm_updates import (
     weights,
 )
 from jaxdiff.samplers.driver import Plan
-from jaxdiff.samplers.prediction import clip_or_threshold, to_x0_eps
+from jaxdiff.samplers.prediction import to_x0_eps
 from jaxdiff.schedules.discrete import DiscreteSchedule
 from jaxdiff.schedules.flow import FlowSchedule
 from jaxdiff.schedules.sigmas import karras_sigmas, sigma_to_t
@@ -147,16 +147,7 @@ class DPMSolver(DiscreteMethod):
                 "DiscreteSchedule; on a FlowSchedule use use_karras_sigmas=False and "
                 "final_sigmas_type='zero'"
             )
-        if flow and self.prediction_type == "v_prediction":
-            raise ValueError(
-                "prediction_type='v_prediction' needs a variance-preserving "
-                "schedule; on a FlowSchedule use flow, sample, epsilon or score"
-            )
-        if not flow and self.prediction_type == "flow":
-            raise ValueError(
-                "prediction_type='flow' (velocity eps - x0) needs a FlowSchedule "
-                "(alpha = 1 - sigma); this is a DiscreteSchedule"
-            )
+        self.check_prediction_for(schedule)
 
     @property
     def _algorithm(self) -> str:
@@ -259,15 +250,7 @@ class DPMSolver(DiscreteMethod):
         _, eps = to_x0_eps(model_output, x, alpha, sigma, self.prediction_type)
         if not (self.thresholding or self.clip_sample):
             return eps
-        x0 = (x - sigma * eps) / alpha
-        x0 = clip_or_threshold(
-            x0,
-            thresholding=self.thresholding,
-            clip_sample=self.clip_sample,
-            ratio=self.dynamic_thresholding_ratio,
-            max_value=self.sample_max_value,
-            clip_range=self.clip_sample_range,
-        )
+        x0 = self.process_x0((x - sigma * eps) / alpha)
         return (x - alpha * x0) / sigma
 
     def step(self, key, state, x, model_output, step):

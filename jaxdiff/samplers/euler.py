@@ -94,17 +94,7 @@ class SigmaMethod(DiscreteMethod):
                 f"got {type(schedule).__name__}"
             )
         self.validate(schedule)
-        flow = isinstance(schedule, FlowSchedule)
-        if flow and self.prediction_type == "v_prediction":
-            raise ValueError(
-                "prediction_type='v_prediction' needs a variance-preserving "
-                "schedule; on a FlowSchedule use flow, sample, epsilon or score"
-            )
-        if not flow and self.prediction_type == "flow":
-            raise ValueError(
-                "prediction_type='flow' (velocity eps - x0) needs a FlowSchedule "
-                "(alpha = 1 - sigma); this is a DiscreteSchedule"
-            )
+        self.check_prediction_for(schedule)
 
     def sigma_grid(
         self, schedule, *, interpolation_type: str = "linear", final_sigmas_type: str = "zero"

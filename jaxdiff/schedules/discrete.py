@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from jaxdiff._validation import check_choice, check_finite_array, check_int_range
+from jaxdiff._validation import check_choice, check_int_range, check_unit_interval_array
 from jaxdiff.schedules.betas import BETA_SCHEDULES, make_betas, rescale_zero_terminal_snr
 
 __all__ = ["DiscreteSchedule"]
@@ -75,10 +75,10 @@ class DiscreteSchedule:
         if betas is not None and alphas_cumprod is not None:
             raise ValueError("give either custom_betas or custom_alphas_cumprod, not both")
         if betas is not None:
-            betas = _check_custom("custom_betas", betas, dtype)
+            betas, _ = check_unit_interval_array("custom_betas", betas, dtype)
             name = "custom"
         elif alphas_cumprod is not None:
-            ab = _check_custom("custom_alphas_cumprod", alphas_cumprod, dtype)
+            ab, _ = check_unit_interval_array("custom_alphas_cumprod", alphas_cumprod, dtype)
             betas = 1.0 - jnp.concatenate([ab[:1], ab[1:] / ab[:-1]])
             name = "custom"
         elif name in _CUSTOM:
@@ -149,19 +149,3 @@ class DiscreteSchedule:
             "log_snr_range": (float(log_snr.min()), float(log_snr.max())),
             "rescaled_zero_snr": self.rescaled_zero_snr,
         }
-
-
-def _check_custom(field: str, value, dtype):
-    arr = jnp.asarray(value, dtype=dtype)
-    if arr.ndim != 1 or arr.shape[0] < 1:
-        raise ValueError(f"{field} must be a non-empty 1-D array, got shape {arr.shape}")
-    check_finite_array(field, value)
-    try:
-        host = np.asarray(value, dtype=np.float64)
-    except Exception:  # traced: cannot check values here
-        return arr
-    if np.any(host <= 0) or np.any(host > 1):
-        raise ValueError(
-            f"{field} entries must lie in (0, 1]; got range [{host.min()}, {host.max()}]"
-        )
-    return arr

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from jaxdiff._validation import check_finite_array, check_int_range
+from jaxdiff._validation import check_int_range, check_unit_interval_array
 
 __all__ = ["FlowSchedule"]
 
@@ -183,14 +183,10 @@ def _check_shift(shift) -> None:
 
 
 def _check_sigmas(sigmas):
-    arr = jnp.asarray(sigmas, _dtype())
-    if arr.ndim != 1 or arr.shape[0] < 1:
-        raise ValueError(f"sigmas must be a non-empty 1-D array, got shape {arr.shape}")
-    check_finite_array("sigmas", sigmas)
-    try:
-        host = np.asarray(sigmas, dtype=np.float64)
-    except Exception:  # traced: cannot check values here
-        return arr
+    arr, host = check_unit_interval_array("sigmas", sigmas, _dtype())
+    if host is not None and np.any(np.diff(host) >= 0):
+        raise ValueError(f"sigmas must be strictly decreasing, got {host.tolist()}")
+    return arr
     if np.any(host <= 0) or np.any(host > 1):
         raise ValueError(
             f"sigmas entries must lie in (0, 1]; got range [{host.min()}, {host.max()}]"
