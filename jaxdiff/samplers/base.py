@@ -10,12 +10,15 @@ implement ``plan``, ``init_state``, ``scale_model_input`` and ``step``
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
 from jaxdiff._validation import check_int_range
 from jaxdiff.samplers.prediction import check_prediction_type, clip_or_threshold, to_x0_eps
+from jaxdiff.schedules.discrete import DiscreteSchedule
 from jaxdiff.schedules.flow import FlowSchedule
 from jaxdiff.schedules.spacing import TIMESTEP_SPACINGS, spaced_timesteps
 
@@ -58,8 +61,17 @@ class DiscreteMethod:
     sample_max_value: float = 1.0
     clip_sample_range: float = 1.0
 
+    # schedule classes this method can plan on (subclasses widen it)
+    schedule_types: ClassVar[tuple] = (DiscreteSchedule,)
+
     def validate(self, schedule) -> None:
         """Check the static fields against ``schedule``; raise naming the bad field."""
+        if not isinstance(schedule, self.schedule_types):
+            allowed = " or ".join(t.__name__ for t in self.schedule_types)
+            raise TypeError(
+                f"{type(self).__name__} needs a {allowed} as schedule, got "
+                f"{type(schedule).__name__}"
+            )
         check_int_range(
             "num_inference_steps", self.num_inference_steps, 1, schedule.num_train_timesteps
         )

@@ -35,6 +35,8 @@ The grid, the orders and the updates match diffusers' PyTorch
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -112,6 +114,7 @@ class DPMSolver(DiscreteMethod):
     last step is dropped; see the module docstring).
     """
 
+    schedule_types: ClassVar[tuple] = (DiscreteSchedule, FlowSchedule)
     timestep_spacing: str = struct.field(pytree_node=False, default="linspace")
     algorithm_type: str = struct.field(pytree_node=False, default="dpmsolver++")
     solver_order: int = struct.field(pytree_node=False, default=2)
@@ -124,11 +127,6 @@ class DPMSolver(DiscreteMethod):
     # --- validation ------------------------------------------------------------------
     def check(self, schedule) -> None:
         """Validate the static fields against ``schedule``; raise naming the field."""
-        if not isinstance(schedule, DiscreteSchedule | FlowSchedule):
-            raise TypeError(
-                "schedule must be a DiscreteSchedule or FlowSchedule, got "
-                f"{type(schedule).__name__}"
-            )
         self.validate(schedule)
         algorithm = check_choice("algorithm_type", self.algorithm_type, ALGORITHM_TYPES)
         check_int_range("solver_order", self.solver_order, 1, 3)

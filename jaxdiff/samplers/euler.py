@@ -18,7 +18,7 @@ flow method. Grids match diffusers' ``EulerDiscreteScheduler``,
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -83,16 +83,12 @@ class SigmaMethod(DiscreteMethod):
     custom sigmas below 1.
     """
 
+    schedule_types: ClassVar[tuple] = (DiscreteSchedule, FlowSchedule)
     timestep_spacing: str = struct.field(pytree_node=False, default="linspace")
     use_karras_sigmas: bool = struct.field(pytree_node=False, default=False)
 
     def check_schedule(self, schedule) -> None:
         """Validate static fields against ``schedule``; raise naming the field."""
-        if not isinstance(schedule, DiscreteSchedule | FlowSchedule):
-            raise TypeError(
-                "schedule must be a DiscreteSchedule or FlowSchedule, "
-                f"got {type(schedule).__name__}"
-            )
         self.validate(schedule)
         self.check_prediction_for(schedule)
 

@@ -96,6 +96,7 @@ class AdvancedSamplingManager:
         self.sampling_config = sampling_config or SamplingConfig()
         self.scheduler = build_schedule(self.scheduler_config)
         self.method = build_method(self.scheduler_config, self.sampling_config)
+        jax.eval_shape(self.method.plan, self.scheduler)  # validate now, not at first sample
         # device copies, so a call transfers nothing but the latents and two scalars
         self._schedule = jax.device_put(self.scheduler)
         self._method = jax.device_put(self.method)

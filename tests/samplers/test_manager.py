@@ -245,3 +245,17 @@ def test_compare_sampling_methods():
     assert list(res) == ["ddpm", "ddim", "dpm_solver", "euler", "heun"]
     assert res["heun"].num_function_evals == 19
     assert all(r.samples.shape == latents.shape for r in res.values())
+
+
+@pytest.mark.parametrize("method", ["ddim", "ddpm"])
+def test_discrete_only_methods_refuse_flow_schedule_at_construction(method):
+    with pytest.raises(TypeError, match="DiscreteSchedule"):
+        jaxdiff.create_sampler("flow", method, num_inference_steps=10)
+
+
+def test_flow_schedule_through_facade():
+    m = jaxdiff.create_sampler(
+        "flow", "euler", num_inference_steps=8, prediction_type="flow", shift=3.0
+    )
+    res = m.sample(lambda x, t, c: x, jnp.ones((2, 3)), key=KEY)
+    assert res.num_function_evals == 8 and res.all_finite
