@@ -3,8 +3,8 @@
 For the tiny conv denoiser of ``sampler_overhead.py`` and three methods, times (best of
 ``--repeats``): the model alone for the same number of calls in a compiled
 ``lax.scan`` (the peer), ``jax.jit`` of :func:`jaxdiff.samplers.sample` called
-directly, and ``AdvancedSamplingManager.sample`` (the facade). Prints a table and
-writes JSON.
+directly (method and schedule as compile-time constants, and as device arguments),
+and ``AdvancedSamplingManager.sample`` (the facade). Prints a table and writes JSON.
 
     python benchmarks/facade_overhead.py [--repeats 30] [--out facade_overhead.json]
 """
@@ -48,12 +48,17 @@ def main():
     key = jax.random.key(1)
     rows = []
     print(f"device: {jax.devices()[0].device_kind}; size {args.size}")
-    print(f"{'method':<12}{'NFE':>5}{'model ms':>10}{'sample ms':>11}{'facade ms':>11}")
+    print(
+        f"{'method':<12}{'NFE':>5}{'model ms':>10}{'sample ms':>11}{'as args ms':>12}"
+        f"{'facade ms':>11}"
+    )
     for method, steps in METHODS.items():
         manager = jaxdiff.create_sampler(
             "scaled_linear", method, num_inference_steps=steps, timestep_spacing="trailing"
         )
         direct = jax.jit(lambda k, x, m=manager: sample(k, m.method, m.scheduler, model, x).samples)
+        as_args = jax.jit(lambda k, m, s, x: sample(k, m, s, model, x).samples)
+        dev = (jax.device_put(manager.method), jax.device_put(manager.scheduler))
 
         @jax.jit
         def model_only(x, steps=steps):
@@ -69,11 +74,15 @@ def main():
             "sample_ms": _best(
                 lambda f=direct: jax.block_until_ready(f(key, latents)), args.repeats
             ),
+            "sample_args_ms": _best(
+                lambda f=as_args, d=dev: jax.block_until_ready(f(key, *d, latents)), args.repeats
+            ),
             "facade_ms": _best(lambda m=manager: m.sample(model, latents, key=key), args.repeats),
         }
         rows.append(row)
         print(
             f"{method:<12}{steps:>5}{row['model_ms']:>10.3f}{row['sample_ms']:>11.3f}"
+            f"{row['sample_args_ms']:>12.3f}"
             f"{row['facade_ms']:>11.3f}"
         )
     meta = {
