@@ -79,13 +79,8 @@ def patch_noise(monkeypatch, module, key, num_calls, shape):
     return noises, calls
 
 
-def run_diffusers(
-    scheduler, jax_model, noise, num_inference_steps, step_kwargs=None, noise_index=None
-):
-    """Run a diffusers scheduler loop; return final samples as numpy float32.
-
-    ``noise_index(scheduler, i)`` may be used by callers that need to align noise.
-    """
+def run_diffusers(scheduler, jax_model, noise, num_inference_steps, step_kwargs=None):
+    """Run a diffusers scheduler loop; return final samples as numpy float32."""
     model = torch_model(jax_model)
     scheduler.set_timesteps(num_inference_steps)
     x = torch.from_numpy(np.asarray(noise, np.float32).copy()) * scheduler.init_noise_sigma
