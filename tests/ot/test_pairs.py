@@ -1,0 +1,128 @@
+"""Minibatch OT pairing: scipy oracle for the assignment, Sinkhorn sampling, labels, errors."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy.optimize import linear_sum_assignment
+
+from jaxdiff.ot.pairs import assignment, ot_pairs
+
+
+def _batches(n, seed=0, shape=(3,)):
+    rng = np.random.default_rng(seed)
+    x0 = rng.normal(size=(n, *shape)).astype(np.float32)
+    x1 = (rng.normal(size=(n, *shape)) + 1.0).astype(np.float32)
+    return x0, x1
+
+
+def _cost(x0, x1):
+    a = np.asarray(x0, np.float64).reshape(len(x0), -1)
+    b = np.asarray(x1, np.float64).reshape(len(x1), -1)
+    return ((a[:, None] - b[None]) ** 2).sum(-1)
+
+
+@pytest.mark.parametrize("n,seed", [(1, 0), (2, 1), (7, 2), (32, 3), (64, 4), (64, 5)])
+def test_exact_matches_scipy(key, n, seed):
+    x0, x1 = _batches(n, seed)
+    p0, p1, i, j = ot_pairs(key, x0, x1, method="exact", return_indices=True)
+    i, j = np.asarray(i), np.asarray(j)
+    np.testing.assert_array_equal(i, np.arange(n))
+    np.testing.assert_array_equal(np.sort(j), np.arange(n))  # a permutation
+    np.testing.assert_array_equal(np.asarray(p0), x0[i])
+    np.testing.assert_array_equal(np.asarray(p1), x1[j])
+    c = _cost(x0, x1)
+    r, s = linear_sum_assignment(c)
+    np.testing.assert_allclose(c[i, j].sum(), c[r, s].sum(), rtol=1e-4)
+
+
+def test_assignment_on_float32_cost_matrix():
+    rng = np.random.default_rng(7)
+    c = rng.random((48, 48)).astype(np.float32) * 100.0
+    perm = np.asarray(jax.jit(assignment)(c))
+    np.testing.assert_array_equal(np.sort(perm), np.arange(48))
+    r, s = linear_sum_assignment(c.astype(np.float64))
+    ref = c.astype(np.float64)[r, s].sum()
+    np.testing.assert_allclose(c.astype(np.float64)[np.arange(48), perm].sum(), ref, rtol=1e-4)
+
+
+def test_image_shaped_batches(key):
+    x0, x1 = _batches(8, 3, shape=(2, 2, 3))
+    _, p1, i, j = ot_pairs(key, x0, x1, return_indices=True)
+    assert p1.shape == x1.shape
+    c = _cost(x0, x1)
+    r, s = linear_sum_assignment(c)
+    np.testing.assert_allclose(c[np.asarray(i), np.asarray(j)].sum(), c[r, s].sum(), rtol=1e-4)
+
+
+def test_sinkhorn_pairs_close_to_exact(key):
+    n = 32
+    x0, x1 = _batches(n, 11)
+    c = _cost(x0, x1)
+    r, s = linear_sum_assignment(c)
+    exact = c[r, s].mean()
+    random_pairing = c.mean()
+    keys = jax.random.split(key, 20)
+    f = jax.jit(lambda k: ot_pairs(k, x0, x1, method="sinkhorn", epsilon=0.01, return_indices=True))
+    costs = []
+    for k in keys:
+        _, _, i, j = f(k)
+        costs.append(c[np.asarray(i), np.asarray(j)].mean())
+    sampled = float(np.mean(costs))
+    assert sampled < exact * 1.1
+    assert sampled < 0.5 * random_pairing
+
+
+def test_jit_with_traced_key(key):
+    x0, x1 = _batches(16, 2)
+    f = jax.jit(lambda k, a, b: ot_pairs(k, a, b, method="sinkhorn", return_indices=True))
+    _, _, i1, j1 = f(key, x0, x1)
+    _, _, i2, j2 = f(jax.random.key(123), x0, x1)
+    assert i1.shape == (16,) and j1.shape == (16,)
+    assert not (np.array_equal(i1, i2) and np.array_equal(j1, j2))
+    _, _, i3, j3 = f(key, x0, x1)
+    np.testing.assert_array_equal(i1, i3)
+    np.testing.assert_array_equal(j1, j3)
+    g = jax.jit(lambda k, a, b: ot_pairs(k, a, b, method="exact"))
+    e0, e1 = g(key, x0, x1)
+    u0, u1 = ot_pairs(key, x0, x1, method="exact")
+    np.testing.assert_array_equal(e1, u1)
+
+
+@pytest.mark.parametrize("method", ["exact", "sinkhorn"])
+def test_labels_respected(key, method):
+    n = 24
+    x0, x1 = _batches(n, 5)
+    rng = np.random.default_rng(0)
+    labels0 = rng.permutation(np.repeat(np.arange(3), 8))
+    labels1 = rng.permutation(labels0)
+    _, _, i, j = ot_pairs(
+        key, x0, x1, method=method, labels0=labels0, labels1=labels1, return_indices=True
+    )
+    i, j = np.asarray(i), np.asarray(j)
+    np.testing.assert_array_equal(labels0[i], labels1[j])
+    if method == "exact":
+        c = _cost(x0, x1)
+        ref = sum(
+            c[np.ix_(labels0 == k, labels1 == k)][
+                linear_sum_assignment(c[np.ix_(labels0 == k, labels1 == k)])
+            ].sum()
+            for k in range(3)
+        )
+        np.testing.assert_allclose(c[i, j].sum(), ref, rtol=1e-4)
+
+
+def test_bad_inputs(key):
+    x0, x1 = _batches(8)
+    with pytest.raises(ValueError, match="same shape"):
+        ot_pairs(key, x0, x1[:5])
+    with pytest.raises(ValueError, match="method"):
+        ot_pairs(key, x0, x1, method="hungarian")
+    with pytest.raises(ValueError, match="together"):
+        ot_pairs(key, x0, x1, labels0=np.zeros(8, int))
+    with pytest.raises(ValueError, match="labels0 must have shape"):
+        ot_pairs(key, x0, x1, labels0=np.zeros(3, int), labels1=np.zeros(8, int))
+    with pytest.raises(ValueError, match="same number of times"):
+        ot_pairs(key, x0, x1, labels0=np.zeros(8, int), labels1=np.arange(8))
+    with pytest.raises(ValueError, match="square"):
+        assignment(jnp.ones((3, 4)))
