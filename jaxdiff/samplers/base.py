@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
@@ -22,15 +21,7 @@ from jaxdiff.schedules.discrete import DiscreteSchedule
 from jaxdiff.schedules.flow import FlowSchedule
 from jaxdiff.schedules.spacing import TIMESTEP_SPACINGS, spaced_timesteps
 
-__all__ = ["DiscreteMethod", "broadcast_to_batch"]
-
-
-def broadcast_to_batch(value, x):
-    """Reshape a scalar or ``[B]`` array to broadcast against ``x`` ``[B, ...]``."""
-    value = jnp.asarray(value)
-    if value.ndim == 0:
-        return value
-    return value.reshape(value.shape + (1,) * (x.ndim - value.ndim))
+__all__ = ["DiscreteMethod"]
 
 
 @struct.dataclass

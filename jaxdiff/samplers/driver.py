@@ -27,7 +27,7 @@ from jax.experimental import checkify
 
 from jaxdiff.samplers.guidance import check_contexts, guided_model
 
-__all__ = ["Plan", "SampleOutput", "sample", "step_keys"]
+__all__ = ["Plan", "SampleOutput", "check_latents", "sample", "step_keys"]
 
 
 @struct.dataclass
@@ -69,6 +69,16 @@ class SampleOutput:
     all_finite: Any
     first_nonfinite_step: Any
     nfe: int = struct.field(pytree_node=False)
+
+
+def check_latents(noise):
+    """``noise`` as a JAX array; ``TypeError``/``ValueError`` unless floating with a batch axis."""
+    noise = jnp.asarray(noise)
+    if not jnp.issubdtype(noise.dtype, jnp.floating):
+        raise TypeError(f"latents must be a floating array, got dtype {noise.dtype}")
+    if noise.ndim < 1:
+        raise ValueError(f"latents must have a batch axis, got shape {noise.shape}")
+    return noise
 
 
 def step_keys(key, num_model_calls: int):
@@ -117,11 +127,7 @@ def sample(
     Returns:
       A :class:`SampleOutput`.
     """
-    noise = jnp.asarray(noise)
-    if not jnp.issubdtype(noise.dtype, jnp.floating):
-        raise TypeError(f"latents must be a floating array, got dtype {noise.dtype}")
-    if noise.ndim < 1:
-        raise ValueError(f"latents must have a batch axis, got shape {noise.shape}")
+    noise = check_latents(noise)
     uncond_context = check_contexts(context, uncond_context, noise.shape[0])
     args = (key, method, schedule, noise, context, uncond_context, guidance_scale, guidance_rescale)
     statics = dict(

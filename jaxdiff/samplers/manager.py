@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxdiff.samplers.config import SamplingConfig, SamplingMethod, build_method
-from jaxdiff.samplers.driver import sample
+from jaxdiff.samplers.driver import check_latents, sample
 from jaxdiff.samplers.guidance import check_contexts
 from jaxdiff.schedules.config import NoiseSchedulerConfig, NoiseScheduleType, build_schedule
 
@@ -198,9 +198,7 @@ class AdvancedSamplingManager:
         unroll=1,
     ) -> SamplingResult:
         key = _check_key(key)
-        latents = _check_array("latents", latents)
-        if latents.ndim < 1:
-            raise ValueError(f"latents must have a batch axis, got shape {latents.shape}")
+        latents = check_latents(latents)
         if prompt_embeds is not None:
             prompt_embeds = _check_array("prompt_embeds", prompt_embeds)
         if negative_prompt_embeds is not None:
