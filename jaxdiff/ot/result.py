@@ -20,6 +20,9 @@ import numpy as np
 from flax import struct
 from ott.geometry import costs, pointcloud
 
+from jaxdiff.ot.health import INPUT_CHECKS
+from jaxdiff.ot.online import OnlineGeometry
+
 __all__ = ["COSTS", "OTResult", "make_cost_fn"]
 
 #: Cost names accepted by :func:`jaxdiff.ot.sinkhorn`, mapped to ott-jax cost classes.
@@ -58,9 +61,16 @@ class OTResult:
         n_iters: int scalar, Sinkhorn iterations run (a multiple of ``inner_iterations``).
         errors: ``[ceil(max_iterations / inner_iterations)]`` marginal errors (1-norm)
             recorded every ``inner_iterations`` steps; ``-1`` where not reached.
+        input_errors: ``[len(INPUT_CHECKS)]`` bool, True where a check of the inputs
+            failed on device (see :func:`input_problems`); any True makes
+            ``converged`` false.
         cost: static, the cost name (``"sqeuclidean"``, ``"euclidean"``, ``"cosine"``).
         tau_a: static, ott-jax's unbalancedness on ``a`` (1.0 = balanced).
         tau_b: static, same on ``b``.
+        online: static, True when solved on the online geometry (the plan is then
+            applied block by block, never formed).
+        backend: static, the online geometry's forward reduction.
+        precision: static, the online geometry's dot-product precision.
     """
 
     f: jax.Array
@@ -75,9 +85,13 @@ class OTResult:
     converged: jax.Array
     n_iters: jax.Array
     errors: jax.Array
+    input_errors: jax.Array
     cost: str = struct.field(pytree_node=False, default="sqeuclidean")
     tau_a: float = struct.field(pytree_node=False, default=1.0)
     tau_b: float = struct.field(pytree_node=False, default=1.0)
+    online: bool = struct.field(pytree_node=False, default=False)
+    backend: str = struct.field(pytree_node=False, default="xla")
+    precision: str = struct.field(pytree_node=False, default="float32")
 
     @classmethod
     def create(cls, **kwargs) -> OTResult:
@@ -87,9 +101,17 @@ class OTResult:
     @property
     def geometry(self) -> pointcloud.PointCloud:
         """The ott-jax point cloud (absolute ``epsilon``) the plan lives on."""
-        return pointcloud.PointCloud(
-            self.x, self.y, cost_fn=make_cost_fn(self.cost), epsilon=self.epsilon
-        )
+        kwargs = {"cost_fn": make_cost_fn(self.cost), "epsilon": self.epsilon}
+        if self.online:
+            return OnlineGeometry(
+                self.x, self.y, backend=self.backend, precision=self.precision, **kwargs
+            )
+        return pointcloud.PointCloud(self.x, self.y, **kwargs)
+
+    def input_problems(self) -> list[str]:
+        """Names of the failed input checks (host side; one problem, not under jit)."""
+        flags = np.asarray(self.input_errors)
+        return [name for name, bad in zip(INPUT_CHECKS, flags, strict=True) if bad]
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -97,8 +119,8 @@ class OTResult:
         return self.f.shape[-1], self.g.shape[-1]
 
     def _log_plan(self) -> jax.Array:
-        """``[n, m]`` log of the plan, ``(f_i + g_j - C_ij) / epsilon``."""
-        cost = self.geometry.cost_matrix
+        """``[n, m]`` log of the plan, ``(f_i + g_j - C_ij) / epsilon`` (dense, on request)."""
+        cost = make_cost_fn(self.cost).all_pairs(self.x, self.y)
         return (self.f[:, None] + self.g[None, :] - cost) / self.epsilon
 
     @property

@@ -18,21 +18,51 @@ default), so gradients w.r.t. ``x``, ``y``, ``a``, ``b`` cost one linear solve.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
-from ott.geometry import pointcloud
+from jax.experimental import checkify
+from ott.geometry import epsilon_scheduler, pointcloud
 from ott.problems.linear import linear_problem
 from ott.solvers.linear import sinkhorn as ott_sinkhorn
 
 from jaxdiff._validation import check_choice, check_finite_array, check_int_range
+from jaxdiff.ot import health, online_reduce
+from jaxdiff.ot.online import OnlineGeometry
 from jaxdiff.ot.result import COSTS, OTResult, make_cost_fn
 
-__all__ = ["GEOMETRIES", "sinkhorn"]
+__all__ = ["BACKENDS", "GEOMETRIES", "PRECISIONS", "pick_backend", "pick_geometry", "sinkhorn"]
 
-#: Geometry names known to the front door; only "dense" is available in this version.
-GEOMETRIES = ("dense", "online", "auto")
-_AVAILABLE_GEOMETRIES = ("dense",)
+#: Geometry names: the dense cost matrix, the online (blocked) geometry, or a choice by size.
+GEOMETRIES = ("auto", "dense", "online")
+#: Forward reductions of the online geometry ("auto": the fused kernel on GPU).
+BACKENDS = ("auto", *online_reduce.BACKENDS)
+#: Input precision of the online geometry's dot products.
+PRECISIONS = online_reduce.PRECISIONS
+#: Default bound on the dense cost matrix's size before "auto" goes online (2 GiB).
+DEFAULT_MEMORY_BUDGET = 2 << 30
+_KERNEL_COSTS = ("sqeuclidean", "cosine")
+
+
+def pick_geometry(geometry: str, n: int, m: int, dtype, memory_budget_bytes: int) -> str:
+    """``"dense"`` or ``"online"``: auto goes online when the n x m cost exceeds the budget."""
+    if geometry != "auto":
+        return geometry
+    return "online" if n * m * jnp.dtype(dtype).itemsize > memory_budget_bytes else "dense"
+
+
+def pick_backend(backend: str, cost: str) -> str:
+    """Resolve ``backend="auto"``: the fused Pallas kernel on GPU where the cost allows."""
+    if backend == "auto":
+        return "pallas" if jax.default_backend() == "gpu" and cost in _KERNEL_COSTS else "xla"
+    if backend != "xla" and cost not in _KERNEL_COSTS:
+        raise ValueError(
+            f"backend={backend!r} supports the costs {list(_KERNEL_COSTS)}, got cost={cost!r}; "
+            "use backend='xla' (blocked, any cost) or 'auto'"
+        )
+    return backend
 
 
 def _concrete(value):
@@ -78,7 +108,7 @@ def _check_weights(field: str, value, size: int, dtype, balanced: bool) -> jax.A
     return arr.astype(dtype)
 
 
-def _check_tau(field: str, value) -> float:
+def _check_fraction(field: str, value) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float | np.floating | np.integer):
         raise TypeError(f"{field} must be a Python float in (0, 1], got {value!r}")
     if not 0.0 < float(value) <= 1.0:
@@ -101,7 +131,13 @@ def sinkhorn(
     inner_iterations: int = 10,
     tau_a: float = 1.0,
     tau_b: float = 1.0,
-    geometry: str = "dense",
+    epsilon_init: float = 1.0,
+    epsilon_decay: float = 1.0,
+    geometry: str = "auto",
+    memory_budget_bytes: int = DEFAULT_MEMORY_BUDGET,
+    backend: str = "auto",
+    precision: str = "float32",
+    debug: bool = False,
 ) -> OTResult:
     """Entropic OT between ``x`` and ``y`` with ott-jax's Sinkhorn solver.
 
@@ -126,7 +162,37 @@ def sinkhorn(
         inner_iterations: iterations between two error evaluations. Static.
         tau_a: ott-jax unbalancedness on ``a`` in (0, 1]; 1 is balanced. Static.
         tau_b: same on ``b``. Static.
-        geometry: ``"dense"`` (the cost matrix is materialised). Static.
+        epsilon_init: annealing (epsilon scaling, Schmitzer 2019, "Stabilized sparse
+            scaling algorithms for entropy regularized transport problems", Sec. 3.2):
+            iteration ``k`` uses ``max(epsilon_init * epsilon_decay**k, 1) * epsilon``,
+            starting blurry and sharpening to the target; 1.0 (default) disables it.
+            With ``relative_epsilon`` this is FastSB-OT's adaptive epsilon: the target
+            tracks each batch's cost scale and the value used is returned in
+            ``OTResult.epsilon``. Static, >= 1.
+        epsilon_decay: geometric decay per iteration, in (0, 1]. Static.
+        geometry: ``"dense"`` (the cost matrix is materialised), ``"online"`` (never
+            ``n x m``: costs are recomputed tile by tile, see
+            :class:`~jaxdiff.ot.online.OnlineGeometry`) or ``"auto"`` (default: online
+            when the dense cost would exceed ``memory_budget_bytes``). Static.
+        memory_budget_bytes: size bound of the dense cost for ``geometry="auto"``
+            (default 2 GiB). Static.
+        backend: the online geometry's forward reduction: ``"xla"`` (blocked, every
+            cost and device), ``"pallas"`` or ``"triton"`` (fused GPU kernels, costs
+            ``sqeuclidean`` and ``cosine``; on CPU Pallas runs in interpret mode, for
+            tests), or ``"auto"`` (Pallas on GPU where the cost allows, else XLA).
+            Ignored by the dense geometry. Static.
+        precision: input precision of the online geometry's dot products:
+            ``"float32"`` (default, exact products), ``"tf32"`` or ``"bf16"`` (tensor
+            cores, faster on GPU). The squared-Euclidean expansion
+            ``|x|^2 + |y|^2 - 2 <x, y>`` then carries an absolute error of about
+            ``u |x| |y|`` (``u`` = 2^-11 for tf32, 2^-8 for bf16, points centred
+            first), which must stay well below ``epsilon``: see the precision table in
+            benchmarks/RESULTS.md. Never chosen silently. Static.
+        debug: raise ``FloatingPointError`` when an input check of
+            :data:`~jaxdiff.ot.health.INPUT_CHECKS` fails, an output is not finite or
+            the solver did not converge. Called eagerly, the check runs at once; under
+            ``jit`` the checks are ``checkify.check`` calls and the caller wraps the
+            jitted function in ``checkify.checkify`` to receive them. Static.
 
     Returns:
         An :class:`OTResult` with potentials ``f`` ``[n]``, ``g`` ``[m]``, costs,
@@ -135,20 +201,30 @@ def sinkhorn(
     Raises:
         TypeError / ValueError: bad shapes, dtypes, names or (concrete) values.
     """
+    if debug and not health.any_traced(x, y, a, b, epsilon, threshold):
+        kwargs = {k: v for k, v in locals().items() if k not in ("x", "y", "a", "b")}
+        solve = functools.partial(sinkhorn, **{**kwargs, "debug": True})
+        err, result = jax.jit(checkify.checkify(solve, errors=checkify.user_checks))(x, y, a, b)
+        if err.get() is not None:
+            raise FloatingPointError(err.get())
+        return result
     geometry = check_choice("geometry", geometry, GEOMETRIES)
-    if geometry not in _AVAILABLE_GEOMETRIES:
-        raise ValueError(
-            f"geometry={geometry!r} is not available in this version; only 'dense' is "
-            f"(choices: {list(_AVAILABLE_GEOMETRIES)})"
-        )
     cost = check_choice("cost", cost, COSTS)
+    backend = pick_backend(check_choice("backend", backend, BACKENDS), cost)
+    precision = check_choice("precision", precision, PRECISIONS)
+    memory_budget_bytes = check_int_range("memory_budget_bytes", memory_budget_bytes, 1)
     if not isinstance(relative_epsilon, bool):
         raise TypeError(f"relative_epsilon must be a bool, got {relative_epsilon!r}")
     max_iterations = check_int_range("max_iterations", max_iterations, 1)
     min_iterations = check_int_range("min_iterations", min_iterations, 0, max_iterations)
     inner_iterations = check_int_range("inner_iterations", inner_iterations, 1, max_iterations)
-    tau_a = _check_tau("tau_a", tau_a)
-    tau_b = _check_tau("tau_b", tau_b)
+    if isinstance(epsilon_init, bool) or not isinstance(epsilon_init, int | float):
+        raise TypeError(f"epsilon_init must be a Python float >= 1, got {epsilon_init!r}")
+    if not epsilon_init >= 1.0:
+        raise ValueError(f"epsilon_init={epsilon_init} is out of range; allowed: >= 1")
+    epsilon_decay = _check_fraction("epsilon_decay", epsilon_decay)
+    tau_a = _check_fraction("tau_a", tau_a)
+    tau_b = _check_fraction("tau_b", tau_b)
     balanced = tau_a == 1.0 and tau_b == 1.0
 
     x = _check_points("x", x)
@@ -167,13 +243,22 @@ def sinkhorn(
         if host is not None and not (np.isfinite(host) and host > 0):
             raise ValueError(f"{field} must be a finite number > 0, got {value!r}")
 
-    geom = pointcloud.PointCloud(
-        x,
-        y,
-        cost_fn=make_cost_fn(cost),
-        epsilon=jnp.asarray(epsilon, dtype=dtype),
-        relative_epsilon="mean" if relative_epsilon else None,
-    )
+    geometry = pick_geometry(geometry, x.shape[0], y.shape[0], dtype, memory_budget_bytes)
+    geom_kwargs = {
+        "cost_fn": make_cost_fn(cost),
+        "epsilon": jnp.asarray(epsilon, dtype=dtype),
+        "relative_epsilon": "mean" if relative_epsilon else None,
+    }
+
+    def make_geometry(**kwargs):
+        if geometry == "online":
+            return OnlineGeometry(x, y, backend=backend, precision=precision, **kwargs)
+        return pointcloud.PointCloud(x, y, **kwargs)
+
+    geom = make_geometry(**geom_kwargs)
+    if epsilon_init != 1.0 or epsilon_decay != 1.0:  # anneal down to the target epsilon
+        schedule = epsilon_scheduler.Epsilon(geom.epsilon, init=epsilon_init, decay=epsilon_decay)
+        geom = make_geometry(**{**geom_kwargs, "epsilon": schedule, "relative_epsilon": None})
     problem = linear_problem.LinearProblem(geom, a=a, b=b, tau_a=tau_a, tau_b=tau_b)
     solver = ott_sinkhorn.Sinkhorn(
         threshold=threshold,
@@ -183,7 +268,11 @@ def sinkhorn(
     )
     out = solver(problem)
     errors = out.errors if out.errors.ndim == 1 else out.errors[:, 0]
-    return OTResult(
+    primal = geom.transport_cost(out.f, out.g) if geometry == "online" else out.primal_cost
+    flags = health.input_flags(x, y, a, b, geom.epsilon, balanced)
+    finite = jnp.all(jnp.isfinite(jnp.stack([primal, out.reg_ot_cost])))
+    finite &= jnp.all(jnp.isfinite(out.f) | (a == 0)) & jnp.all(jnp.isfinite(out.g) | (b == 0))
+    result = OTResult(
         f=out.f,
         g=out.g,
         a=a,
@@ -191,12 +280,19 @@ def sinkhorn(
         x=x,
         y=y,
         epsilon=jnp.asarray(geom.epsilon, dtype=dtype),
-        primal_cost=out.primal_cost,
+        primal_cost=primal,
         reg_ot_cost=out.reg_ot_cost,
-        converged=jnp.asarray(out.converged),
+        converged=jnp.asarray(out.converged) & finite & ~jnp.any(flags),
+        input_errors=flags,
         n_iters=jnp.sum(errors != -1) * inner_iterations,
         errors=errors,
         cost=cost,
         tau_a=tau_a,
         tau_b=tau_b,
+        online=geometry == "online",
+        backend=backend,
+        precision=precision,
     )
+    if debug:
+        health.check_all(flags, finite, jnp.asarray(out.converged))
+    return result
