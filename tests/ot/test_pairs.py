@@ -1,5 +1,9 @@
 """Minibatch OT pairing: scipy oracle for the assignment, Sinkhorn sampling, labels, errors."""
 
+import subprocess
+import sys
+import textwrap
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -126,3 +130,37 @@ def test_bad_inputs(key):
         ot_pairs(key, x0, x1, labels0=np.zeros(8, int), labels1=np.arange(8))
     with pytest.raises(ValueError, match="square"):
         assignment(jnp.ones((3, 4)))
+
+
+def test_pairs_across_the_global_batch_when_sharded():
+    """torchcfm#19: data-parallel shards must be paired globally, not per device."""
+    script = textwrap.dedent(
+        """
+        import os
+        os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+        import jax, numpy as np
+        from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+        from jaxdiff.ot import ot_pairs
+        assert jax.device_count() == 8
+        rng = np.random.default_rng(0)
+        x0 = rng.normal(size=(64, 2)).astype(np.float32)
+        x1 = (rng.normal(size=(64, 2)) + 3 * np.sign(rng.normal(size=(64, 1)))).astype(np.float32)
+        mesh = Mesh(np.array(jax.devices()), ("data",))
+        shard = NamedSharding(mesh, P("data", None))
+        x0s, x1s = jax.device_put(x0, shard), jax.device_put(x1, shard)
+        fn = jax.jit(lambda k, a, b: ot_pairs(k, a, b, method="exact", return_indices=True))
+        key = jax.random.key(1)
+        *_, i_sh, j_sh = fn(key, x0s, x1s)
+        *_, i_one, j_one = fn(key, x0, x1)
+        np.testing.assert_array_equal(np.asarray(i_sh), np.asarray(i_one))
+        np.testing.assert_array_equal(np.asarray(j_sh), np.asarray(j_one))
+        assert sorted(np.asarray(j_sh).tolist()) == list(range(64))  # a permutation
+        cross = np.mean(np.asarray(i_sh) // 8 != np.asarray(j_sh) // 8)
+        print(cross)
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert float(out.stdout.split()[-1]) > 0.5  # most pairs cross device shards
