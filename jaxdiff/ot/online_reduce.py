@@ -29,6 +29,9 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from jaxdiff import kernels
+from jaxdiff.kernels.lse_dot import PRECISIONS
+
 __all__ = [
     "BACKENDS",
     "PRECISIONS",
@@ -41,8 +44,6 @@ __all__ = [
 
 #: Forward-pass implementations of :func:`row_lse`.
 BACKENDS = ("xla", "pallas", "triton")
-#: Input precisions of the dot products (accumulation is always float32 or wider).
-PRECISIONS = ("float32", "tf32", "bf16")
 
 # Tile costs after :func:`prepare_points`: cosine becomes "dot" (1 - <x, y>) on unit rows.
 _TILE_COSTS = ("sqeuclidean", "euclidean", "dot")
@@ -111,8 +112,6 @@ def _xla_forward(x, y, g, eps, cost, precision, block):
 
 def _kernel_forward(x, y, g, eps, cost, precision, backend):
     """The fused-kernel forward: ``(g_j - C_ij) / eps`` as ``<x_i, s y_j> + bias_j``."""
-    from jaxdiff import kernels  # deferred: only the GPU path needs the kernels package
-
     fn = kernels.lse_dot_pallas if backend == "pallas" else kernels.lse_dot_triton
     kwargs = {"interpret": jax.default_backend() != "gpu"} if backend == "pallas" else {}
     if cost == "dot":  # (g - 1 + <x, y>) / eps

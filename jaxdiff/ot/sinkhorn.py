@@ -53,10 +53,16 @@ def pick_geometry(geometry: str, n: int, m: int, dtype, memory_budget_bytes: int
     return "online" if n * m * jnp.dtype(dtype).itemsize > memory_budget_bytes else "dense"
 
 
-def pick_backend(backend: str, cost: str) -> str:
-    """Resolve ``backend="auto"``: the fused Pallas kernel on GPU where the cost allows."""
+def pick_backend(backend: str, cost: str, precision: str) -> str:
+    """Resolve ``backend="auto"`` and check that the backend supports the cost.
+
+    Auto takes the fused Pallas kernel on GPU for tensor-core precisions (``"tf32"``,
+    ``"bf16"``) where the cost allows; IEEE float32 products run on CUDA cores there and
+    XLA's blocked path (cuBLAS) is faster for them (benchmarks/RESULTS.md, lse_dot).
+    """
     if backend == "auto":
-        return "pallas" if jax.default_backend() == "gpu" and cost in _KERNEL_COSTS else "xla"
+        fused = jax.default_backend() == "gpu" and precision != "float32"
+        return "pallas" if fused and cost in _KERNEL_COSTS else "xla"
     if backend != "xla" and cost not in _KERNEL_COSTS:
         raise ValueError(
             f"backend={backend!r} supports the costs {list(_KERNEL_COSTS)}, got cost={cost!r}; "
@@ -179,7 +185,8 @@ def sinkhorn(
         backend: the online geometry's forward reduction: ``"xla"`` (blocked, every
             cost and device), ``"pallas"`` or ``"triton"`` (fused GPU kernels, costs
             ``sqeuclidean`` and ``cosine``; on CPU Pallas runs in interpret mode, for
-            tests), or ``"auto"`` (Pallas on GPU where the cost allows, else XLA).
+            tests), or ``"auto"`` (Pallas on GPU for tf32/bf16 where the cost allows,
+            else XLA).
             Ignored by the dense geometry. Static.
         precision: input precision of the online geometry's dot products:
             ``"float32"`` (default, exact products), ``"tf32"`` or ``"bf16"`` (tensor
@@ -210,8 +217,8 @@ def sinkhorn(
         return result
     geometry = check_choice("geometry", geometry, GEOMETRIES)
     cost = check_choice("cost", cost, COSTS)
-    backend = pick_backend(check_choice("backend", backend, BACKENDS), cost)
     precision = check_choice("precision", precision, PRECISIONS)
+    backend = pick_backend(check_choice("backend", backend, BACKENDS), cost, precision)
     memory_budget_bytes = check_int_range("memory_budget_bytes", memory_budget_bytes, 1)
     if not isinstance(relative_epsilon, bool):
         raise TypeError(f"relative_epsilon must be a bool, got {relative_epsilon!r}")

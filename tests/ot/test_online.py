@@ -266,3 +266,34 @@ def test_hundred_thousand_points_never_allocate_n_by_m():
     assert np.isfinite(float(primal)) and float(primal) > 0
     assert int(temp) < 1 << 30  # XLA's temporaries: one tile, not 40 GB
     assert int(peak) < 4 << 30  # the whole process, JAX runtime and compiler included
+
+
+@pytest.mark.parametrize("cost,eps", [("sqeuclidean", 0.3), ("cosine", 0.05)])
+def test_pallas_backend_matches_xla(cost, eps):
+    """The fused kernel (Pallas interpreter on CPU) solves the same problem, grads included."""
+    x, y = _clouds(n=40, m=33)
+    x, y = x.astype(np.float32), y.astype(np.float32)
+    kw = dict(epsilon=eps, cost=cost, geometry="online", threshold=1e-5)
+    xla = sinkhorn(x, y, backend="xla", **kw)
+    fused = sinkhorn(x, y, backend="pallas", **kw)
+    assert fused.backend == "pallas" and bool(fused.converged)
+    np.testing.assert_allclose(fused.f, xla.f, atol=2e-5 * max(1.0, float(np.abs(xla.f).max())))
+    np.testing.assert_allclose(fused.reg_ot_cost, xla.reg_ot_cost, rtol=1e-5)
+
+    def loss(x, backend):
+        return sinkhorn(x, y, backend=backend, **kw).reg_ot_cost
+
+    np.testing.assert_allclose(
+        jax.grad(loss)(jnp.asarray(x), "pallas"), jax.grad(loss)(jnp.asarray(x), "xla"), atol=1e-5
+    )
+
+
+def test_auto_backend_is_xla_off_gpu_and_for_float32():
+    from jaxdiff.ot.sinkhorn import pick_backend
+
+    assert pick_backend("auto", "sqeuclidean", "bf16") == (
+        "pallas" if jax.default_backend() == "gpu" else "xla"
+    )
+    assert pick_backend("auto", "sqeuclidean", "float32") == "xla"
+    assert pick_backend("auto", "euclidean", "bf16") == "xla"
+    assert pick_backend("triton", "cosine", "tf32") == "triton"
