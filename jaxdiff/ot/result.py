@@ -64,6 +64,8 @@ class OTResult:
         input_errors: ``[len(INPUT_CHECKS)]`` bool, True where a check of the inputs
             failed on device (see :func:`input_problems`); any True makes
             ``converged`` false.
+        divergence: scalar debiased Sinkhorn divergence when requested with
+            ``sinkhorn(..., divergence=True)``, else None.
         cost: static, the cost name (``"sqeuclidean"``, ``"euclidean"``, ``"cosine"``).
         tau_a: static, ott-jax's unbalancedness on ``a`` (1.0 = balanced).
         tau_b: static, same on ``b``.
@@ -86,6 +88,7 @@ class OTResult:
     n_iters: jax.Array
     errors: jax.Array
     input_errors: jax.Array
+    divergence: jax.Array | None = None
     cost: str = struct.field(pytree_node=False, default="sqeuclidean")
     tau_a: float = struct.field(pytree_node=False, default=1.0)
     tau_b: float = struct.field(pytree_node=False, default=1.0)

@@ -26,6 +26,7 @@ import numpy as np
 from jax.experimental import checkify
 from ott.geometry import epsilon_scheduler, pointcloud
 from ott.problems.linear import linear_problem
+from ott.solvers.linear import acceleration
 from ott.solvers.linear import sinkhorn as ott_sinkhorn
 
 from jaxdiff._validation import check_choice, check_finite_array, check_int_range
@@ -143,6 +144,7 @@ def sinkhorn(
     memory_budget_bytes: int = DEFAULT_MEMORY_BUDGET,
     backend: str = "auto",
     precision: str = "float32",
+    divergence: bool = False,
     debug: bool = False,
 ) -> OTResult:
     """Entropic OT between ``x`` and ``y`` with ott-jax's Sinkhorn solver.
@@ -195,6 +197,12 @@ def sinkhorn(
             ``u |x| |y|`` (``u`` = 2^-11 for tf32, 2^-8 for bf16, points centred
             first), which must stay well below ``epsilon``: see the precision table in
             benchmarks/RESULTS.md. Never chosen silently. Static.
+        divergence: also solve the ``(x, x)`` and ``(y, y)`` problems (same absolute
+            epsilon, geometry and settings) and return the debiased Sinkhorn divergence
+            ``OT(a, b) - (OT(a, a) + OT(b, b)) / 2 + epsilon (sum a - sum b)^2 / 2`` in
+            ``OTResult.divergence`` (Feydy et al. 2019, "Interpolating between optimal
+            transport and MMD using Sinkhorn divergences"; the mass term for unbalanced
+            problems as in ott-jax). ``converged`` then covers all three solves. Static.
         debug: raise ``FloatingPointError`` when an input check of
             :data:`~jaxdiff.ot.health.INPUT_CHECKS` fails, an output is not finite or
             the solver did not converge. Called eagerly, the check runs at once; under
@@ -251,29 +259,22 @@ def sinkhorn(
             raise ValueError(f"{field} must be a finite number > 0, got {value!r}")
 
     geometry = pick_geometry(geometry, x.shape[0], y.shape[0], dtype, memory_budget_bytes)
-    geom_kwargs = {
-        "cost_fn": make_cost_fn(cost),
-        "epsilon": jnp.asarray(epsilon, dtype=dtype),
-        "relative_epsilon": "mean" if relative_epsilon else None,
+    geom_args = {
+        "online": geometry == "online",
+        "cost": cost,
+        "backend": backend,
+        "precision": precision,
+        "epsilon_init": epsilon_init,
+        "epsilon_decay": epsilon_decay,
     }
-
-    def make_geometry(**kwargs):
-        if geometry == "online":
-            return OnlineGeometry(x, y, backend=backend, precision=precision, **kwargs)
-        return pointcloud.PointCloud(x, y, **kwargs)
-
-    geom = make_geometry(**geom_kwargs)
-    if epsilon_init != 1.0 or epsilon_decay != 1.0:  # anneal down to the target epsilon
-        schedule = epsilon_scheduler.Epsilon(geom.epsilon, init=epsilon_init, decay=epsilon_decay)
-        geom = make_geometry(**{**geom_kwargs, "epsilon": schedule, "relative_epsilon": None})
-    problem = linear_problem.LinearProblem(geom, a=a, b=b, tau_a=tau_a, tau_b=tau_b)
-    solver = ott_sinkhorn.Sinkhorn(
-        threshold=threshold,
-        max_iterations=max_iterations,
-        min_iterations=min_iterations,
-        inner_iterations=inner_iterations,
-    )
-    out = solver(problem)
+    solver_kwargs = {
+        "threshold": threshold,
+        "max_iterations": max_iterations,
+        "min_iterations": min_iterations,
+        "inner_iterations": inner_iterations,
+    }
+    geom = _geometry(x, y, jnp.asarray(epsilon, dtype=dtype), relative_epsilon, **geom_args)
+    out = _solve(geom, a, b, tau_a, tau_b, solver_kwargs)
     errors = out.errors if out.errors.ndim == 1 else out.errors[:, 0]
     primal = geom.transport_cost(out.f, out.g) if geometry == "online" else out.primal_cost
     flags = health.input_flags(x, y, a, b, geom.epsilon, balanced)
@@ -300,6 +301,52 @@ def sinkhorn(
         backend=backend,
         precision=precision,
     )
+    if divergence:
+        result = _with_divergence(result, geom_args, solver_kwargs)
     if debug:
-        health.check_all(flags, finite, jnp.asarray(out.converged))
+        health.check_all(flags, finite, result.converged)
     return result
+
+
+def _geometry(
+    x, y, epsilon, relative, *, online, cost, backend, precision, epsilon_init, epsilon_decay
+):
+    """The ott-jax geometry of one problem (epsilon annealed when asked)."""
+
+    def make(**kwargs):
+        kwargs["cost_fn"] = make_cost_fn(cost)
+        if online:
+            return OnlineGeometry(x, y, backend=backend, precision=precision, **kwargs)
+        return pointcloud.PointCloud(x, y, **kwargs)
+
+    geom = make(epsilon=epsilon, relative_epsilon="mean" if relative else None)
+    if epsilon_init != 1.0 or epsilon_decay != 1.0:  # anneal down to the target epsilon
+        schedule = epsilon_scheduler.Epsilon(geom.epsilon, init=epsilon_init, decay=epsilon_decay)
+        geom = make(epsilon=schedule)
+    return geom
+
+
+def _solve(geom, a, b, tau_a, tau_b, solver_kwargs, symmetric=False):
+    """Run ott-jax's Sinkhorn on ``geom``.
+
+    Symmetric problems (``x = y``, ``a = b``) use averaged updates with momentum 0.5,
+    which converge where alternating updates oscillate (ott-jax's choice for the
+    divergence's autocorrelation terms).
+    """
+    problem = linear_problem.LinearProblem(geom, a=a, b=b, tau_a=tau_a, tau_b=tau_b)
+    if symmetric:
+        momentum = acceleration.Momentum(start=0, value=0.5)
+        solver_kwargs = {**solver_kwargs, "parallel_dual_updates": True, "momentum": momentum}
+    return ott_sinkhorn.Sinkhorn(**solver_kwargs)(problem)
+
+
+def _with_divergence(result: OTResult, geom_args: dict, solver_kwargs: dict) -> OTResult:
+    """Add the debiased divergence from the two symmetric problems of ``result``."""
+    value = result.reg_ot_cost + 0.5 * result.epsilon * (jnp.sum(result.a) - jnp.sum(result.b)) ** 2
+    converged = result.converged
+    for points, weights in ((result.x, result.a), (result.y, result.b)):
+        geom = _geometry(points, points, result.epsilon, False, **geom_args)
+        out = _solve(geom, weights, weights, result.tau_a, result.tau_b, solver_kwargs, True)
+        value = value - 0.5 * out.reg_ot_cost
+        converged &= jnp.asarray(out.converged) & jnp.isfinite(out.reg_ot_cost)
+    return result.replace(divergence=value, converged=converged)

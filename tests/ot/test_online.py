@@ -297,3 +297,27 @@ def test_auto_backend_is_xla_off_gpu_and_for_float32():
     assert pick_backend("auto", "sqeuclidean", "float32") == "xla"
     assert pick_backend("auto", "euclidean", "bf16") == "xla"
     assert pick_backend("triton", "cosine", "tf32") == "triton"
+
+
+@pytest.mark.parametrize("geometry", ["dense", "online"])
+@pytest.mark.parametrize("tau", [1.0, 0.9])
+def test_divergence_matches_ott_sinkhorn_divergence(enable_x64, geometry, tau):
+    from ott.geometry import pointcloud
+    from ott.tools import sinkhorn_divergence as sd
+
+    x, y = _clouds(n=25, m=20)
+    kw = dict(epsilon=0.3, threshold=1e-10, max_iterations=5000, tau_a=tau, tau_b=tau)
+    res = sinkhorn(x, y, geometry=geometry, divergence=True, **kw)
+    want = sd.sinkhorn_divergence(
+        pointcloud.PointCloud,
+        jnp.asarray(x),
+        jnp.asarray(y),
+        epsilon=0.3,
+        solve_kwargs=dict(threshold=1e-10, max_iterations=5000, tau_a=tau, tau_b=tau),
+    )[1].divergence
+    assert bool(res.converged)
+    np.testing.assert_allclose(res.divergence, want, rtol=1e-6)
+    assert float(res.divergence) > 0
+    same = sinkhorn(x, x, geometry=geometry, divergence=True, **kw)
+    np.testing.assert_allclose(same.divergence, 0.0, atol=1e-7)  # two solvers, threshold 1e-10
+    assert sinkhorn(x, y, epsilon=0.3).divergence is None
