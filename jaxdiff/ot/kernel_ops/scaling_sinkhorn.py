@@ -9,7 +9,9 @@ with the scalings found by the alternating updates
 which touch ``K`` only through ``apply`` / ``apply_transpose``; so they run on the
 direct, fft, rff and Nyström operators alike (Scetbon & Cuturi 2020; Altschuler et al.
 2019). The loop is one ``jax.lax.while_loop`` (jit-able, with ``max_iterations`` and
-``inner_iterations`` static).
+``inner_iterations`` static). Reverse-mode gradients do not pass through a
+``while_loop``: differentiate :func:`jaxdiff.ot.sinkhorn` (implicit differentiation)
+instead; this solver is for applying plans cheaply.
 
 Positivity guard: ``K v`` and ``K^T u`` are clamped below by ``floor`` (default
 ``sqrt(finfo.tiny)``, ~1e-19 in float32) before dividing. Exact and positive-feature
