@@ -85,3 +85,23 @@ def check_unit_interval_array(field: str, value, dtype):
             f"{field} entries must lie in (0, 1]; got range [{host.min()}, {host.max()}]"
         )
     return arr, host
+
+
+def check_point_cloud(field: str, value):
+    """``value`` as a real ``[num_points, dim]`` JAX array (NaN/inf checked when concrete).
+
+    Raises:
+        TypeError: not a real (floating or integer) array.
+        ValueError: not 2-D with at least one point and one dimension, or non-finite.
+    """
+    import jax.numpy as jnp  # the validation helpers above work on NumPy alone
+
+    arr = jnp.asarray(value)
+    if arr.dtype == jnp.bool_ or not (
+        jnp.issubdtype(arr.dtype, jnp.floating) or jnp.issubdtype(arr.dtype, jnp.integer)
+    ):
+        raise TypeError(f"{field} must be a real floating (or integer) array, got {arr.dtype}")
+    if arr.ndim != 2 or arr.shape[0] < 1 or arr.shape[1] < 1:
+        raise ValueError(f"{field} must have shape [num_points, dim] (2-D), got {arr.shape}")
+    check_finite_array(field, value)
+    return arr

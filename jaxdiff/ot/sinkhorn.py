@@ -29,7 +29,12 @@ from ott.problems.linear import linear_problem
 from ott.solvers.linear import acceleration
 from ott.solvers.linear import sinkhorn as ott_sinkhorn
 
-from jaxdiff._validation import check_choice, check_finite_array, check_int_range
+from jaxdiff._validation import (
+    check_choice,
+    check_finite_array,
+    check_int_range,
+    check_point_cloud,
+)
 from jaxdiff.ot import health, online_reduce
 from jaxdiff.ot.online import OnlineGeometry
 from jaxdiff.ot.result import COSTS, OTResult, make_cost_fn
@@ -78,18 +83,6 @@ def _concrete(value):
         return np.asarray(value, dtype=np.float64)
     except Exception:  # traced under jit/vmap/grad: value checks are skipped
         return None
-
-
-def _check_points(field: str, value) -> jax.Array:
-    arr = jnp.asarray(value)
-    if arr.dtype == jnp.bool_ or not (
-        jnp.issubdtype(arr.dtype, jnp.floating) or jnp.issubdtype(arr.dtype, jnp.integer)
-    ):
-        raise TypeError(f"{field} must be a real floating (or integer) array, got {arr.dtype}")
-    if arr.ndim != 2 or arr.shape[0] < 1 or arr.shape[1] < 1:
-        raise ValueError(f"{field} must have shape [num_points, dim] (2-D), got {arr.shape}")
-    check_finite_array(field, value)
-    return arr
 
 
 def _check_weights(field: str, value, size: int, dtype, balanced: bool) -> jax.Array:
@@ -242,8 +235,8 @@ def sinkhorn(
     tau_b = _check_fraction("tau_b", tau_b)
     balanced = tau_a == 1.0 and tau_b == 1.0
 
-    x = _check_points("x", x)
-    y = _check_points("y", y)
+    x = check_point_cloud("x", x)
+    y = check_point_cloud("y", y)
     if x.shape[1] != y.shape[1]:
         raise ValueError(f"x and y must have the same dimension, got x {x.shape} and y {y.shape}")
     dtype = jnp.result_type(x.dtype, y.dtype, float)

@@ -12,22 +12,31 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from jaxdiff._validation import check_finite_array
+from jaxdiff._validation import check_point_cloud
 
-__all__ = ["as_matrix", "check_points", "check_same_dim", "gibbs", "pairwise_cost"]
+__all__ = [
+    "as_matrix",
+    "check_points",
+    "check_same_dim",
+    "gibbs",
+    "pairwise_cost",
+    "point_pair",
+]
 
 
 def check_points(field: str, value) -> jax.Array:
     """``value`` as a ``[num_points, dim]`` floating array; NaN checked when concrete."""
-    arr = jnp.asarray(value)
-    if arr.dtype == jnp.bool_ or not (
-        jnp.issubdtype(arr.dtype, jnp.floating) or jnp.issubdtype(arr.dtype, jnp.integer)
-    ):
-        raise TypeError(f"{field} must be a real floating (or integer) array, got {arr.dtype}")
-    if arr.ndim != 2 or arr.shape[0] < 1 or arr.shape[1] < 1:
-        raise ValueError(f"{field} must have shape [num_points, dim] (2-D), got {arr.shape}")
-    check_finite_array(field, value)
+    arr = check_point_cloud(field, value)
     return arr.astype(jnp.result_type(arr.dtype, float))
+
+
+def point_pair(x, y) -> tuple[jax.Array, jax.Array, bool]:
+    """Checked ``(x, y, y_given)``: ``y=None`` means ``y = x``; one dtype, same dimension."""
+    x = check_points("x", x)
+    y_given = y is not None
+    y = check_points("y", y) if y_given else x
+    x, y = check_same_dim(x, y)
+    return x, y, y_given
 
 
 def check_same_dim(x: jax.Array, y: jax.Array) -> tuple[jax.Array, jax.Array]:

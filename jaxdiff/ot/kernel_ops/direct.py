@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from jaxdiff.ot.kernel_ops.base import as_matrix, check_points, check_same_dim, gibbs
+from jaxdiff.ot.kernel_ops.base import as_matrix, gibbs, point_pair
 from jaxdiff.ot.kernel_ops.config import KernelConfig
 
 __all__ = ["DirectKernel", "make_direct"]
@@ -46,8 +46,6 @@ class DirectKernel:
 
 def make_direct(config: KernelConfig, x: jax.Array, y: jax.Array | None = None) -> DirectKernel:
     """Dense operator between ``x`` ``[n, d]`` and ``y`` ``[m, d]`` (``y=None``: ``x``)."""
-    x = check_points("x", x)
-    y = x if y is None else check_points("y", y)
-    x, y = check_same_dim(x, y)
+    x, y, _ = point_pair(x, y)
     eps = jnp.asarray(config.epsilon, x.dtype)
     return DirectKernel(matrix=_gibbs(config.kernel_type, x, y, eps), config=config)

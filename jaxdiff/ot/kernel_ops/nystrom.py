@@ -22,7 +22,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from jaxdiff.ot.kernel_ops.base import check_points, check_same_dim, gibbs
+from jaxdiff.ot.kernel_ops.base import gibbs, point_pair
 from jaxdiff.ot.kernel_ops.config import KernelConfig
 from jaxdiff.ot.kernel_ops.rff import FeatureKernel
 
@@ -43,10 +43,7 @@ def make_nystrom(
     config: KernelConfig, x: jax.Array, y: jax.Array | None = None, *, key: jax.Array
 ) -> FeatureKernel:
     """Nyström operator between ``x`` ``[n, d]`` and ``y`` ``[m, d]`` (``y=None``: ``x``)."""
-    x = check_points("x", x)
-    y_given = y is not None
-    y = check_points("y", y) if y_given else x
-    x, y = check_same_dim(x, y)
+    x, y, y_given = point_pair(x, y)
     return _build(config, y_given, key, x, y)
 
 

@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from jaxdiff.ot.kernel_ops.base import as_matrix, check_points, check_same_dim
+from jaxdiff.ot.kernel_ops.base import as_matrix, point_pair
 from jaxdiff.ot.kernel_ops.config import KernelConfig
 
 __all__ = ["FeatureKernel", "make_rff", "random_features"]
@@ -129,10 +129,7 @@ def make_rff(
 
     ``key`` draws the ``num_features`` frequencies; the same key gives the same operator.
     """
-    x = check_points("x", x)
-    y_given = y is not None
-    y = check_points("y", y) if y_given else x
-    x, y = check_same_dim(x, y)
+    x, y, y_given = point_pair(x, y)
     return _build(config, y_given, key, x, y)
 
 
