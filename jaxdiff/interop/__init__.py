@@ -1,0 +1,16 @@
+"""Import and export weights: state-dict files, name/shape checks, diffusers UNets."""
+
+from jaxdiff.interop.diffusers_config import config_from_diffusers
+from jaxdiff.interop.diffusers_unet import unet_from_diffusers, unet_to_diffusers_state_dict
+from jaxdiff.interop.keys import StateDictMismatchError, check_state_dict
+from jaxdiff.interop.state_dict import load_state_dict, save_safetensors
+
+__all__ = [
+    "StateDictMismatchError",
+    "check_state_dict",
+    "config_from_diffusers",
+    "load_state_dict",
+    "save_safetensors",
+    "unet_from_diffusers",
+    "unet_to_diffusers_state_dict",
+]
