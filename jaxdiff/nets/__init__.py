@@ -11,6 +11,7 @@ from jaxdiff.nets.lora import (
     strip_lora,
     unmerge_lora,
 )
+from jaxdiff.nets.mlp import MLP, ResidualMLP
 from jaxdiff.nets.resnet import Downsample2D, ResnetBlock2D, Upsample2D
 from jaxdiff.nets.unet import UNet
 from jaxdiff.nets.unet_blocks import DownBlock, MidBlock, UpBlock
@@ -24,7 +25,9 @@ __all__ = [
     "GaussianFourierProjection",
     "HighResModelConfig",
     "LoRADense",
+    "MLP",
     "MidBlock",
+    "ResidualMLP",
     "ResnetBlock2D",
     "TimestepMLP",
     "Transformer2D",
