@@ -1,8 +1,13 @@
-"""Flax linen networks (NHWC): time embeddings, the UNet (diffusers-compatible), LoRA."""
+"""Flax linen networks (NHWC).
+
+Time embeddings, the diffusers-compatible UNet, LoRA, IsoNext (isotropic ConvNeXt with
+AdaGN) and MLPs.
+"""
 
 from jaxdiff.nets.attention import Attention, BasicTransformerBlock, FeedForward, Transformer2D
 from jaxdiff.nets.config import HighResModelConfig
 from jaxdiff.nets.embeddings import GaussianFourierProjection, TimestepMLP, sinusoidal_embedding
+from jaxdiff.nets.isonext import AdaGN, IsoNext, IsoNextBlock, IsoNextConfig
 from jaxdiff.nets.lora import (
     LoRADense,
     init_adapters,
@@ -17,6 +22,7 @@ from jaxdiff.nets.unet import UNet
 from jaxdiff.nets.unet_blocks import DownBlock, MidBlock, UpBlock
 
 __all__ = [
+    "AdaGN",
     "Attention",
     "BasicTransformerBlock",
     "DownBlock",
@@ -24,6 +30,9 @@ __all__ = [
     "FeedForward",
     "GaussianFourierProjection",
     "HighResModelConfig",
+    "IsoNext",
+    "IsoNextBlock",
+    "IsoNextConfig",
     "LoRADense",
     "MLP",
     "MidBlock",
