@@ -1,4 +1,4 @@
-"""The ``jaxdiff`` command: ``jaxdiff demo``, ``jaxdiff selftest``."""
+"""The ``jaxdiff`` command: ``demo``, ``selftest``, ``train``."""
 
 from __future__ import annotations
 
@@ -16,6 +16,9 @@ def _build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--num-samples", type=int, default=2000)
     demo.add_argument("--seed", type=int, default=0)
     sub.add_parser("selftest", help="quick installation check")
+    from jaxdiff.cli import train
+
+    train.add_parser(sub)
     return parser
 
 
@@ -27,6 +30,10 @@ def main(argv=None) -> int:
 
         run_demo(out=args.out, num_samples=args.num_samples, seed=args.seed)
         return 0
+    if args.command == "train":
+        from jaxdiff.cli import train
+
+        return train.run(args)
     from jaxdiff.cli.selftest import run_selftest
 
     return 0 if run_selftest() else 1
