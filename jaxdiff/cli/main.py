@@ -1,4 +1,4 @@
-"""The ``jaxdiff`` command: ``demo``, ``selftest``, ``train``."""
+"""The ``jaxdiff`` command: ``demo``, ``selftest``, ``train``, ``convert``."""
 
 from __future__ import annotations
 
@@ -19,6 +19,9 @@ def _build_parser() -> argparse.ArgumentParser:
     from jaxdiff.cli import train
 
     train.add_parser(sub)
+    from jaxdiff.cli import convert
+
+    convert.add_parser(sub)
     return parser
 
 
@@ -30,6 +33,10 @@ def main(argv=None) -> int:
 
         run_demo(out=args.out, num_samples=args.num_samples, seed=args.seed)
         return 0
+    if args.command == "convert":
+        from jaxdiff.cli import convert
+
+        return convert.run(args)
     if args.command == "train":
         from jaxdiff.cli import train
 

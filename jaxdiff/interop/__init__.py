@@ -1,7 +1,13 @@
-"""Import and export weights: state-dict files, name/shape checks, diffusers UNets."""
+"""Import and export weights: state-dict files, name/shape checks, diffusers UNets and VAEs."""
 
 from jaxdiff.interop.diffusers_config import config_from_diffusers
 from jaxdiff.interop.diffusers_unet import unet_from_diffusers, unet_to_diffusers_state_dict
+from jaxdiff.interop.diffusers_vae import (
+    vae_config_from_diffusers,
+    vae_config_to_diffusers,
+    vae_from_diffusers,
+    vae_to_diffusers_state_dict,
+)
 from jaxdiff.interop.keys import StateDictMismatchError, check_state_dict
 from jaxdiff.interop.state_dict import load_state_dict, save_safetensors
 
@@ -13,4 +19,8 @@ __all__ = [
     "save_safetensors",
     "unet_from_diffusers",
     "unet_to_diffusers_state_dict",
+    "vae_config_from_diffusers",
+    "vae_config_to_diffusers",
+    "vae_from_diffusers",
+    "vae_to_diffusers_state_dict",
 ]

@@ -1,7 +1,7 @@
 """Flax linen networks (NHWC).
 
-Time embeddings, the diffusers-compatible UNet, LoRA, IsoNext (isotropic ConvNeXt with
-AdaGN) and MLPs.
+Time embeddings, the diffusers-compatible UNet and AutoencoderKL, LoRA, IsoNext
+(isotropic ConvNeXt with AdaGN) and MLPs.
 """
 
 from jaxdiff.nets.attention import Attention, BasicTransformerBlock, FeedForward, Transformer2D
@@ -20,13 +20,17 @@ from jaxdiff.nets.mlp import MLP, ResidualMLP
 from jaxdiff.nets.resnet import Downsample2D, ResnetBlock2D, Upsample2D
 from jaxdiff.nets.unet import UNet
 from jaxdiff.nets.unet_blocks import DownBlock, MidBlock, UpBlock
+from jaxdiff.nets.vae import AutoencoderKL, Decoder, Encoder, VAEConfig, sample_latent
 
 __all__ = [
     "AdaGN",
     "Attention",
+    "AutoencoderKL",
     "BasicTransformerBlock",
+    "Decoder",
     "DownBlock",
     "Downsample2D",
+    "Encoder",
     "FeedForward",
     "GaussianFourierProjection",
     "HighResModelConfig",
@@ -42,10 +46,12 @@ __all__ = [
     "Transformer2D",
     "UNet",
     "UpBlock",
+    "VAEConfig",
     "Upsample2D",
     "init_adapters",
     "lora_trainable_mask",
     "merge_lora",
+    "sample_latent",
     "sinusoidal_embedding",
     "strip_lora",
     "unmerge_lora",
