@@ -1,0 +1,45 @@
+"""Counting Flows: Skellam birth-death bridges for integer data.
+
+Paper: Counting Flows ("Count-based Flow Matching"); reference code:
+github.com/njwfish/counting_flows (CuPy/NumPy). Data ``x0`` at ``t = 0``, source ``x1`` at
+``t = 1``; every array of counts is int32 ``[batch, d]`` and every sampler takes a PRNG key
+first.
+"""
+
+from jaxdiff.counting.bridge import SkellamBridge, skellam_reverse_step, skellam_thin
+from jaxdiff.counting.constrained import (
+    ConstrainedSkellamBridge,
+    ReflectedSkellamBridge,
+    constrained_thin,
+    project_column_sums,
+)
+from jaxdiff.counting.random import (
+    bessel,
+    binomial_thin,
+    hypergeometric,
+    multinomial_split,
+    multivariate_hypergeometric,
+)
+from jaxdiff.counting.schedules import SCHEDULE_TYPES, WeightSchedule, make_weight_schedule
+from jaxdiff.counting.slack import BesselM, ConstantM, PoissonM
+
+__all__ = [
+    "SCHEDULE_TYPES",
+    "BesselM",
+    "ConstantM",
+    "ConstrainedSkellamBridge",
+    "PoissonM",
+    "ReflectedSkellamBridge",
+    "SkellamBridge",
+    "WeightSchedule",
+    "bessel",
+    "binomial_thin",
+    "constrained_thin",
+    "hypergeometric",
+    "make_weight_schedule",
+    "multinomial_split",
+    "multivariate_hypergeometric",
+    "project_column_sums",
+    "skellam_reverse_step",
+    "skellam_thin",
+]

@@ -1,0 +1,119 @@
+"""Exact samplers against scipy pmfs (chi-square goodness of fit) and hard invariants."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import scipy.special as sp
+import scipy.stats as st
+
+from jaxdiff.counting import (
+    bessel,
+    binomial_thin,
+    hypergeometric,
+    multinomial_split,
+    multivariate_hypergeometric,
+)
+
+N_DRAWS = 20_000
+
+
+def chisq_pvalue(samples, support, pmf):
+    """Chi-square GOF p-value; bins with expected count < 5 are pooled into one."""
+    samples = np.asarray(samples).ravel()
+    n = samples.size
+    counts = np.array([(samples == k).sum() for k in support])
+    expected = n * pmf
+    assert counts.sum() == n, "samples outside the oracle's support"
+    big = expected >= 5
+    obs = np.append(counts[big], counts[~big].sum())
+    exp = np.append(expected[big], expected[~big].sum())
+    if exp[-1] < 5:  # merge the pooled tail into the largest bin
+        obs, exp = obs[:-1], exp[:-1]
+        obs[np.argmax(exp)] += counts[~big].sum()
+        exp[np.argmax(exp)] += expected[~big].sum()
+    exp = exp * obs.sum() / exp.sum()
+    return st.chisquare(obs, exp).pvalue
+
+
+HG_CASES = [(30, 50, 40), (5, 3, 6), (200, 900, 650), (7, 0, 4), (0, 9, 3), (12, 12, 0)]
+
+
+def test_hypergeometric_matches_scipy(key):
+    good, bad, n = (np.array(c) for c in zip(*HG_CASES, strict=True))
+    draw = jax.jit(lambda k: hypergeometric(k, good, bad, n[None].repeat(N_DRAWS, 0)))
+    x = np.asarray(draw(key))
+    assert x.dtype == np.int32 and x.shape == (N_DRAWS, len(HG_CASES))
+    for j, (g, b, m) in enumerate(HG_CASES):
+        support = np.arange(max(0, m - b), min(m, g) + 1)
+        pmf = st.hypergeom(g + b, g, m).pmf(support)
+        if support.size == 1:
+            assert np.all(x[:, j] == support[0])
+        else:
+            assert chisq_pvalue(x[:, j], support, pmf) > 1e-3, (g, b, m)
+
+
+BESSEL_CASES = [(4.0, 3.0, 0), (4.0, 3.0, 2), (32.0, 32.0, 5), (0.5, 0.2, 1), (50.0, 2.0, 40)]
+
+
+def bessel_pmf(lam, d, support):
+    log_p = (support + d / 2) * np.log(lam) - sp.gammaln(support + 1) - sp.gammaln(support + d + 1)
+    return np.exp(log_p) / sp.iv(d, 2 * np.sqrt(lam))
+
+
+def test_bessel_matches_iv_pmf(key):
+    lp, lm, d = (np.array(c) for c in zip(*BESSEL_CASES, strict=True))
+    x = np.asarray(jax.jit(lambda k: bessel(k, lp, lm, np.broadcast_to(d, (N_DRAWS, d.size))))(key))
+    assert x.dtype == np.int32 and x.min() >= 0
+    for j, (a, b, order) in enumerate(BESSEL_CASES):
+        support = np.arange(0, 200)
+        pmf = bessel_pmf(a * b, order, support)
+        assert abs(pmf.sum() - 1) < 1e-9
+        assert chisq_pvalue(x[:, j], support, pmf) > 1e-3, (a, b, order)
+
+
+def test_bessel_zero_rate_gives_zero(key):
+    x = jax.jit(bessel)(key, jnp.array([0.0, 3.0]), jnp.array([2.0, 0.0]), jnp.array([4, 0]))
+    np.testing.assert_array_equal(x, [0, 0])
+
+
+def test_binomial_thin_matches_scipy(key):
+    n = np.array([0, 1, 17, 300])
+    p = np.array([0.3, 0.5, 0.22, 0.9])
+    x = np.asarray(jax.jit(binomial_thin)(key, np.broadcast_to(n, (N_DRAWS, 4)), p))
+    assert x.dtype == np.int32
+    assert np.all(x[:, 0] == 0)
+    for j in range(1, 4):
+        support = np.arange(n[j] + 1)
+        assert chisq_pvalue(x[:, j], support, st.binom(n[j], p[j]).pmf(support)) > 1e-3
+
+
+def test_multivariate_hypergeometric_totals_and_marginal(key):
+    """Columns are independent urn sets: column 0 is checked against scipy's marginal."""
+    pop = np.array([[3, 0], [0, 1], [11, 7], [6, 2], [9, 9]])
+    total = np.array([14, 5])
+    keys = jax.random.split(key, 4000)
+    draw = jax.jit(jax.vmap(lambda k: multivariate_hypergeometric(k, pop, total)))
+    x = np.asarray(draw(keys))
+    assert x.shape == (4000, 5, 2) and x.dtype == np.int32
+    assert np.all(x.sum(1) == total) and np.all((x >= 0) & (x <= pop))
+    x, pop, total = x[..., 0], pop[:, 0], total[0]
+    for j in (0, 2, 4):  # each marginal is HG(pop_j, rest, total)
+        support = np.arange(0, pop[j] + 1)
+        pmf = st.hypergeom(pop.sum(), pop[j], total).pmf(support)
+        assert chisq_pvalue(x[:, j], support, pmf) > 1e-3
+
+
+def test_multinomial_split_totals_and_marginal(key):
+    w = np.array([1.0, 0.0, 3.0, 4.0])
+    keys = jax.random.split(key, 4000)
+    x = np.asarray(jax.jit(jax.vmap(lambda k: multinomial_split(k, 9, w)))(keys))
+    assert np.all(x.sum(1) == 9) and np.all(x[:, 1] == 0)
+    support = np.arange(10)
+    assert chisq_pvalue(x[:, 3], support, st.binom(9, 0.5).pmf(support)) > 1e-3
+
+
+def test_jit_equals_eager(key):
+    def f(k):
+        return hypergeometric(k, jnp.array([5, 40]), jnp.array([9, 70]), jnp.array([6, 50]))
+
+    np.testing.assert_array_equal(f(key), jax.jit(f)(key))
