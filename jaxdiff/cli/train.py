@@ -205,7 +205,8 @@ def _write_outputs(run_dir: Path, samples, metrics: dict) -> None:
     plt.close(fig)
 
     k = int(min(10, np.sqrt(len(samples))))
-    grid = samples[: k * k, :, :, 0].reshape(k, k, 8, 8).transpose(0, 2, 1, 3).reshape(8 * k, 8 * k)
+    cells = np.pad(samples[: k * k, :, :, 0], ((0, 0), (1, 1), (1, 1)), constant_values=-1.0)
+    grid = cells.reshape(k, k, 10, 10).transpose(0, 2, 1, 3).reshape(10 * k, 10 * k)
     fig, ax = plt.subplots(figsize=(4, 4))
     ax.imshow(grid, cmap="gray_r", vmin=-1, vmax=1)
     ax.set_axis_off()
