@@ -169,6 +169,7 @@ def _remove(path: Path) -> None:
 def _export(args) -> Path:
     import orbax.checkpoint as ocp
 
+    from jaxdiff.interop.diffusers_config import config_to_diffusers
     from jaxdiff.interop.diffusers_unet import unet_to_diffusers_state_dict
     from jaxdiff.interop.diffusers_vae import vae_config_to_diffusers, vae_to_diffusers_state_dict
     from jaxdiff.interop.state_dict import save_safetensors
@@ -197,12 +198,7 @@ def _export(args) -> Path:
     elif name in _UNETS:
         config = HighResModelConfig(**meta["config"])
         state = unet_to_diffusers_state_dict(params, config)
-        dcfg = meta.get("diffusers_config")
-        if not dcfg:
-            raise ValueError(
-                f"{meta_path} has no diffusers_config; the UNet's config.json cannot be "
-                "rebuilt without it"
-            )
+        dcfg = meta.get("diffusers_config") or config_to_diffusers(config)
     else:
         raise ValueError(f"{meta_path} has class_name={name!r}; supported: {[*_UNETS, _VAE]}")
     save_safetensors(state, dest)

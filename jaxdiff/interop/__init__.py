@@ -1,6 +1,6 @@
 """Import and export weights: state-dict files, name/shape checks, diffusers UNets and VAEs."""
 
-from jaxdiff.interop.diffusers_config import config_from_diffusers
+from jaxdiff.interop.diffusers_config import config_from_diffusers, config_to_diffusers
 from jaxdiff.interop.diffusers_unet import unet_from_diffusers, unet_to_diffusers_state_dict
 from jaxdiff.interop.diffusers_vae import (
     vae_config_from_diffusers,
@@ -15,6 +15,7 @@ __all__ = [
     "StateDictMismatchError",
     "check_state_dict",
     "config_from_diffusers",
+    "config_to_diffusers",
     "load_state_dict",
     "save_safetensors",
     "unet_from_diffusers",

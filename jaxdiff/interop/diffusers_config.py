@@ -1,4 +1,4 @@
-"""Translate a diffusers UNet config dict into a :class:`HighResModelConfig`.
+"""Translate diffusers UNet config dicts to and from :class:`HighResModelConfig`.
 
 Supports the options of ``UNet2DModel`` (``DownBlock2D`` / ``AttnDownBlock2D``,
 ``UNetMidBlock2D``) and ``UNet2DConditionModel`` (``DownBlock2D`` /
@@ -14,7 +14,7 @@ from collections.abc import Mapping
 
 from jaxdiff.nets.config import HighResModelConfig
 
-__all__ = ["config_from_diffusers"]
+__all__ = ["config_from_diffusers", "config_to_diffusers"]
 
 _COND = "UNet2DConditionModel"
 _UNCOND = "UNet2DModel"
@@ -194,3 +194,65 @@ def config_from_diffusers(dcfg: Mapping) -> HighResModelConfig:
             use_linear_projection=bool(cfg["use_linear_projection"]),
         )
     return HighResModelConfig(**fields)
+
+
+def config_to_diffusers(config: HighResModelConfig) -> dict:
+    """The diffusers config dict (with ``_class_name``) of a jaxdiff UNet config.
+
+    The inverse of :func:`config_from_diffusers`: ``UNet2DModel`` without cross-attention,
+    ``UNet2DConditionModel`` with it, so a UNet trained in jaxdiff exports to diffusers
+    (with :func:`~jaxdiff.interop.unet_to_diffusers_state_dict`). Compute dtype, remat
+    and LoRA (merged on export) have no diffusers counterpart and are left out.
+
+    Raises:
+        ValueError: an option diffusers' UNets cannot express (a conditional UNet
+            without middle attention).
+    """
+    if not isinstance(config, HighResModelConfig):
+        raise TypeError(f"config must be a HighResModelConfig, got {type(config).__name__}")
+    kind = _COND if config.conditional else _UNCOND
+    down_plain, down_attn, up_plain, up_attn, mid = _BLOCKS[kind]
+    levels = len(config.channel_mult)
+    attn = set(config.attention_levels)
+    out = dict(
+        _class_name=kind,
+        in_channels=config.in_channels,
+        out_channels=config.out_channels,
+        block_out_channels=[config.base_channels * m for m in config.channel_mult],
+        layers_per_block=config.num_res_blocks,
+        down_block_types=[down_attn if i in attn else down_plain for i in range(levels)],
+        up_block_types=[up_attn if levels - 1 - i in attn else up_plain for i in range(levels)],
+        mid_block_type=mid if config.mid_block else None,
+        dropout=config.dropout,
+        num_class_embeds=config.num_classes,
+        norm_num_groups=config.norm_num_groups,
+        norm_eps=config.norm_eps,
+        flip_sin_to_cos=config.flip_sin_to_cos,
+        freq_shift=config.freq_shift,
+        time_embedding_type=config.time_embedding_type,
+        time_embedding_dim=config.time_embedding_dim,
+        mid_block_scale_factor=config.mid_block_scale_factor,
+        downsample_padding=config.downsample_padding,
+        resnet_time_scale_shift=config.resnet_time_scale_shift,
+        center_input_sample=config.center_input_sample,
+    )
+    heads = config.num_heads
+    heads = list(heads) if isinstance(heads, tuple) else heads
+    if kind == _UNCOND:
+        if config.attention_head_dim is None and heads != 1:
+            raise ValueError(
+                f"num_heads={config.num_heads!r} without attention_head_dim has no "
+                "UNet2DModel equivalent (it sets heads through attention_head_dim)"
+            )
+        out.update(add_attention=config.mid_attention, attention_head_dim=config.attention_head_dim)
+        return out
+    if config.mid_block and not config.mid_attention:
+        raise ValueError("a conditional UNet without middle attention has no diffusers equivalent")
+    depth = config.transformer_layers_per_block
+    out.update(
+        cross_attention_dim=config.context_dim,
+        attention_head_dim=heads,  # UNet2DConditionModel's name for the number of heads
+        transformer_layers_per_block=list(depth) if isinstance(depth, tuple) else depth,
+        use_linear_projection=config.use_linear_projection,
+    )
+    return out
