@@ -240,7 +240,7 @@ def test_hundred_thousand_points_never_allocate_n_by_m():
     """n = m = 100,000 on CPU: an n x m float32 cost would be 40 GB; we stay < 2 GB."""
     script = textwrap.dedent(
         """
-        import resource, jax, jax.numpy as jnp
+        import jax, jax.numpy as jnp
         from jaxdiff.ot import sinkhorn
         n = 100_000
         kx, ky = jax.random.split(jax.random.key(0))
@@ -253,8 +253,10 @@ def test_hundred_thousand_points_never_allocate_n_by_m():
         temp = compiled.memory_analysis().temp_size_in_bytes
         res = compiled(x, y)
         assert res.online
-        print(temp, float(res.primal_cost), int(res.n_iters),
-              resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+        # VmHWM: this process's peak resident memory (ru_maxrss would carry over the
+        # parent's peak through fork + exec)
+        status = open("/proc/self/status").read().split("VmHWM:")[1].split()
+        print(temp, float(res.primal_cost), int(res.n_iters), int(status[0]) * 1024)
         """
     )
     out = subprocess.run(
@@ -265,7 +267,7 @@ def test_hundred_thousand_points_never_allocate_n_by_m():
     assert int(n_iters) == 1
     assert np.isfinite(float(primal)) and float(primal) > 0
     assert int(temp) < 1 << 30  # XLA's temporaries: one tile, not 40 GB
-    assert int(peak) < 4 << 30  # the whole process, JAX runtime and compiler included
+    assert int(peak) < 2 << 30  # the whole process, JAX runtime and compiler included
 
 
 @pytest.mark.parametrize("cost,eps", [("sqeuclidean", 0.3), ("cosine", 0.05)])
