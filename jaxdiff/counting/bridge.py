@@ -139,6 +139,16 @@ def predict_x0(model, key, x_t, t, context, k, delta, gx0, gs):
     return jnp.round(out).astype(jnp.int32)
 
 
+def init_bridge(bridge, slack_sampler, schedule_type, delta, homogeneous_time, schedule_kwargs):
+    """Validate and store the constructor arguments shared by every Skellam bridge."""
+    check_slack_sampler(slack_sampler)
+    bridge.slack_sampler = slack_sampler
+    bridge.weight_schedule = make_weight_schedule(schedule_type, **schedule_kwargs)
+    bridge.schedule_type = bridge.weight_schedule.schedule_type
+    bridge.delta = bool(delta)
+    bridge.homogeneous_time = bool(homogeneous_time)
+
+
 class SkellamBridge:
     """Skellam birth-death bridge (facade of the upstream ``SkellamBridge``).
 
@@ -160,12 +170,7 @@ class SkellamBridge:
         homogeneous_time=False,
         **schedule_kwargs,
     ):
-        check_slack_sampler(slack_sampler)
-        self.slack_sampler = slack_sampler
-        self.weight_schedule = make_weight_schedule(schedule_type, **schedule_kwargs)
-        self.schedule_type = self.weight_schedule.schedule_type
-        self.delta = bool(delta)
-        self.homogeneous_time = bool(homogeneous_time)
+        init_bridge(self, slack_sampler, schedule_type, delta, homogeneous_time, schedule_kwargs)
 
     def __call__(self, key, x0, x1, t=None):
         """Sample ``x_t`` from the bridge: returns ``(t, x_t, target)``.

@@ -41,12 +41,11 @@ from jaxdiff.counting.bridge import (
     check_counts,
     check_guidance,
     check_model,
-    check_slack_sampler,
     check_time_values,
+    init_bridge,
     predict_x0,
 )
 from jaxdiff.counting.random import multinomial_split, multivariate_hypergeometric
-from jaxdiff.counting.schedules import make_weight_schedule
 
 __all__ = [
     "ConstrainedSkellamBridge",
@@ -121,12 +120,8 @@ class ConstrainedSkellamBridge:
         homogeneous_time=True,
         **schedule_kwargs,
     ):
-        check_slack_sampler(slack_sampler)
-        self.slack_sampler = slack_sampler
-        self.weight_schedule = make_weight_schedule(schedule_type, **schedule_kwargs)
-        self.schedule_type = self.weight_schedule.schedule_type
-        self.delta = bool(delta)
-        self.homogeneous_time = True
+        del homogeneous_time  # accepted for symmetry: the time is always shared
+        init_bridge(self, slack_sampler, schedule_type, delta, True, schedule_kwargs)
 
     def __call__(self, key, x0, x1, t=None):
         """Sample ``(t [batch, 1] float32, x_t int32 [batch, d], target)``.

@@ -58,8 +58,8 @@ class ConstantM:
 
 
 @dataclasses.dataclass(frozen=True)
-class PoissonM:
-    """Slack ``M ~ Poisson(2 sqrt(lam_p lam_m) w)`` independent of the difference."""
+class _BirthDeathRates:
+    """The birth and death rates ``lam_p``, ``lam_m`` (>= 0) of a slack law."""
 
     lam_p: float
     lam_m: float
@@ -67,6 +67,11 @@ class PoissonM:
     def __post_init__(self):
         _check_nonneg("lam_p", self.lam_p)
         _check_nonneg("lam_m", self.lam_m)
+
+
+@dataclasses.dataclass(frozen=True)
+class PoissonM(_BirthDeathRates):
+    """Slack ``M ~ Poisson(2 sqrt(lam_p lam_m) w)`` independent of the difference."""
 
     def __call__(self, key, abs_diff, w):
         """Slack ``M`` int32 of the broadcast shape of ``abs_diff`` and ``w``."""
@@ -77,15 +82,8 @@ class PoissonM:
 
 
 @dataclasses.dataclass(frozen=True)
-class BesselM:
+class BesselM(_BirthDeathRates):
     """Slack ``M ~ Bessel(abs_diff, 2 w sqrt(lam_p lam_m))``, exact (see ``random.bessel``)."""
-
-    lam_p: float
-    lam_m: float
-
-    def __post_init__(self):
-        _check_nonneg("lam_p", self.lam_p)
-        _check_nonneg("lam_m", self.lam_m)
 
     def __call__(self, key, abs_diff, w):
         """Slack ``M`` int32 of the broadcast shape of ``abs_diff`` and ``w``."""
