@@ -13,6 +13,12 @@ from jaxdiff.counting.constrained import (
     constrained_thin,
     project_column_sums,
 )
+from jaxdiff.counting.data import (
+    CONDITION_TYPES,
+    BetaBinomialDataset,
+    PoissonMixtureDataset,
+    paired_batches,
+)
 from jaxdiff.counting.random import (
     bessel,
     binomial_thin,
@@ -24,11 +30,14 @@ from jaxdiff.counting.schedules import SCHEDULE_TYPES, WeightSchedule, make_weig
 from jaxdiff.counting.slack import BesselM, ConstantM, PoissonM
 
 __all__ = [
+    "CONDITION_TYPES",
     "SCHEDULE_TYPES",
     "BesselM",
+    "BetaBinomialDataset",
     "ConstantM",
     "ConstrainedSkellamBridge",
     "PoissonM",
+    "PoissonMixtureDataset",
     "ReflectedSkellamBridge",
     "SkellamBridge",
     "WeightSchedule",
@@ -39,6 +48,7 @@ __all__ = [
     "make_weight_schedule",
     "multinomial_split",
     "multivariate_hypergeometric",
+    "paired_batches",
     "project_column_sums",
     "skellam_reverse_step",
     "skellam_thin",

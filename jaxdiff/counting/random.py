@@ -14,16 +14,25 @@ Algorithm (``_logconcave_inversion``), per element and fully vectorised:
    neglected tails hold less than ``exp(LOG_EPS) / (1 - r)`` of the mass (``r`` < 1 the
    ratio at the cut) -- with ``LOG_EPS = -40`` this is below float32 resolution of the
    running sum, so the samplers are exact to floating-point rounding (no normal or
-   Poisson approximation anywhere).
-2. Draw ``u ~ U(0, Z)`` (``Z`` the accumulated weight) and invert the CDF from the left end.
+   Poisson approximation anywhere). The walk keeps the weight ``Z_up`` of ``[m0, hi]``
+   and ``Z_down`` of ``[lo, m0)`` apart.
+2. Draw ``u ~ U(0, Z_up + Z_down)`` and invert the CDF of the support ordered outwards
+   from the mode: ``m0, m0 + 1, ..., hi`` first, then ``m0 - 1, m0 - 2, ..., lo``. Any
+   fixed order of the support gives an exact inversion; this one stops after
+   ``|X - m0| + 1`` steps (a few ``sd``) instead of walking from ``lo``.
 
-Cost: two ``lax.while_loop`` s whose trip count is the widest window in the batch, i.e.
-``O(sd * sqrt(2 |LOG_EPS|))`` ~ ``18 sd + 2`` iterations for standard deviation ``sd``;
-memory ``O(size)``. Counts must stay below ``2**24`` (float32 ratios) unless
-``jax_enable_x64`` is on.
+Cost: two ``lax.while_loop`` s whose trip counts are the widest window in the batch,
+``~ 9 sd`` (both sides walk at once, ``sqrt(2 |LOG_EPS|) sd`` each), and the largest
+``|X - m0|``, for standard deviation ``sd``; memory ``O(size)``. Counts must stay below
+``2**24`` (float32 ratios) unless ``jax_enable_x64`` is on.
 
-Multivariate hypergeometric and multinomial splits over the leading axis use a binary
-tree of conditional hypergeometric / binomial draws: ``ceil(log2 n)`` vectorised levels.
+Multivariate hypergeometric and multinomial splits over the leading axis of ``n`` rows use
+a binary tree of conditional hypergeometric / binomial draws (exact: the multivariate laws
+factor into the conditional law of a left block's total given its node's total, times the
+laws inside each block). Level ``l`` of the ``ceil(log2 n)`` levels draws only for its
+``<= 2**l`` non-empty nodes, so the total work is ``O(n)`` per trailing index and the
+wide, high-``sd`` draws near the root run on tiny arrays (the while-loop trip count is
+the widest window of a level, which shrinks with the node totals towards the leaves).
 """
 
 from __future__ import annotations
@@ -47,7 +56,7 @@ def _float():
     return jnp.result_type(float)
 
 
-def _logconcave_inversion(key, mode, lo_lim, hi_lim, log_up, log_down):
+def _logconcave_inversion(key, mode, lo_lim, hi_lim, log_up):
     """Exact draw from a log-concave pmf on ``[lo_lim, hi_lim]`` given its ratios.
 
     Args:
@@ -55,52 +64,60 @@ def _logconcave_inversion(key, mode, lo_lim, hi_lim, log_up, log_down):
         mode: int array, a start point inside the support (ideally the mode).
         lo_lim: int array, lower support bound (inclusive), broadcast with ``mode``.
         hi_lim: int array, upper support bound (inclusive).
-        log_up: ``m -> log p(m+1) / p(m)``.
-        log_down: ``m -> log p(m-1) / p(m)``.
+        log_up: ``m -> log p(m+1) / p(m)`` (float array of the shape of ``m``); only called
+            with ``lo_lim <= m < hi_lim``. The down ratio is ``log p(m-1)/p(m) =
+            -log_up(m - 1)``.
 
     Returns:
         int32 array of the shape of ``mode``.
     """
     ft = _float()
     zero = jnp.zeros(mode.shape, ft)
-    go_lo = mode > lo_lim
-    go_hi = mode < hi_lim
 
     def walk_cond(s):
         return jnp.any(s[-2] | s[-1])
 
     def walk_body(s):
-        lo, hi, lw_lo, lw_hi, z, go_lo, go_hi = s
-        c_lo = lw_lo + log_down(lo)
+        lo, hi, lw_lo, lw_hi, z_dn, z_up, go_lo, go_hi = s
+        c_lo = lw_lo - log_up(lo - 1)
         ok_lo = go_lo & (c_lo > LOG_EPS)
         c_hi = lw_hi + log_up(hi)
         ok_hi = go_hi & (c_hi > LOG_EPS)
-        z = z + jnp.where(ok_lo, jnp.exp(c_lo), 0.0) + jnp.where(ok_hi, jnp.exp(c_hi), 0.0)
+        z_dn = z_dn + jnp.where(ok_lo, jnp.exp(c_lo), 0.0)
+        z_up = z_up + jnp.where(ok_hi, jnp.exp(c_hi), 0.0)
         lo = jnp.where(ok_lo, lo - 1, lo)
         hi = jnp.where(ok_hi, hi + 1, hi)
         lw_lo = jnp.where(ok_lo, c_lo, lw_lo)
         lw_hi = jnp.where(ok_hi, c_hi, lw_hi)
-        return lo, hi, lw_lo, lw_hi, z, ok_lo & (lo > lo_lim), ok_hi & (hi < hi_lim)
+        return lo, hi, lw_lo, lw_hi, z_dn, z_up, ok_lo & (lo > lo_lim), ok_hi & (hi < hi_lim)
 
-    init = (mode, mode, zero, zero, zero + 1.0, go_lo, go_hi)
-    lo, hi, lw_lo, _, z, _, _ = jax.lax.while_loop(walk_cond, walk_body, init)
+    init = (mode, mode, zero, zero, zero, zero + 1.0, mode > lo_lim, mode < hi_lim)
+    lo, hi, _, _, z_dn, z_up, _, _ = jax.lax.while_loop(walk_cond, walk_body, init)
 
-    u = jax.random.uniform(key, mode.shape, ft) * z
-    cum0 = jnp.exp(lw_lo)
+    # Outward inversion: [mode, hi] upwards first, then [lo, mode) downwards.
+    u = jax.random.uniform(key, mode.shape, ft) * (z_up + z_dn)
+    up = (u < z_up) | (lo >= mode)
+    step = jnp.where(up, 1, -1)
+    target = jnp.where(up, u, u - z_up)
+    end = jnp.where(up, hi, lo)
+    lw0 = jnp.where(up, zero, -log_up(jnp.where(up, mode, mode - 1)))
+    m0 = jnp.where(up, mode, mode - 1)
+    cum0 = jnp.exp(lw0)
 
     def inv_cond(s):
         return jnp.any(~s[-1])
 
     def inv_body(s):
         m, lw, cum, done = s
-        lw_n = lw + log_up(m)
-        step = ~done
-        m = jnp.where(step, m + 1, m)
-        lw = jnp.where(step, lw_n, lw)
-        cum = jnp.where(step, cum + jnp.exp(lw_n), cum)
-        return m, lw, cum, done | (cum > u) | (m >= hi)
+        nxt = m + step
+        lw_n = lw + step.astype(ft) * log_up(jnp.minimum(m, nxt))
+        go = ~done
+        m = jnp.where(go, nxt, m)
+        lw = jnp.where(go, lw_n, lw)
+        cum = jnp.where(go, cum + jnp.exp(lw_n), cum)
+        return m, lw, cum, done | (cum > target) | (m == end)
 
-    init = (lo, lw_lo, cum0, (cum0 > u) | (lo >= hi))
+    init = (m0, lw0, cum0, (cum0 > target) | (m0 == end))
     m, _, _, _ = jax.lax.while_loop(inv_cond, inv_body, init)
     return m.astype(jnp.int32)
 
@@ -136,11 +153,7 @@ def hypergeometric(key, ngood, nbad, nsample):
         k = k.astype(ft)
         return jnp.log(kf - k) + jnp.log(nf - k) - jnp.log(k + 1.0) - jnp.log(bf - nf + k + 1.0)
 
-    def log_down(k):
-        k = k.astype(ft)
-        return jnp.log(k) + jnp.log(bf - nf + k) - jnp.log(kf - k + 1.0) - jnp.log(nf - k + 1.0)
-
-    return _logconcave_inversion(key, mode, lo_lim, hi_lim, log_up, log_down)
+    return _logconcave_inversion(key, mode, lo_lim, hi_lim, log_up)
 
 
 def bessel(key, lam_p, lam_m, order):
@@ -180,11 +193,7 @@ def bessel(key, lam_p, lam_m, order):
         m = m.astype(ft)
         return log_lam - jnp.log(m + 1.0) - jnp.log(m + 1.0 + df)
 
-    def log_down(m):
-        m = m.astype(ft)
-        return jnp.log(m) + jnp.log(m + df) - log_lam
-
-    out = _logconcave_inversion(key, mode, jnp.zeros_like(mode), hi_lim, log_up, log_down)
+    out = _logconcave_inversion(key, mode, jnp.zeros_like(mode), hi_lim, log_up)
     return jnp.where(pos, out, 0)
 
 
@@ -212,34 +221,46 @@ def binomial_thin(key, n, p):
 def _tree_split(key, weights, total, split_fn):
     """Split ``total`` over the leading axis of ``weights`` by a binary tree of draws.
 
-    Level ``l`` of ``ceil(log2 n)`` splits every node (a block of ``2**(levels - l)`` rows)
-    into halves with one ``split_fn(key, left_weight, right_weight, node_total)`` draw. Every
-    level works on the full padded ``[2**levels, ...]`` array (each row recomputes its node's
-    sums and the node's first row's draw is shared), so the levels form one ``fori_loop``
-    and ``split_fn`` is compiled once.
+    Node sums are built bottom-up by pairwise sums (a zero-weight block sums to exactly
+    zero, also for float weights), padding a level with one zero row when it is odd, so
+    level ``l`` (root ``l = 0``) has ``ceil(n / 2**(levels - l))`` nodes. Going down, level
+    ``l`` makes one ``split_fn(key_l, left_weight, right_weight, node_total)`` draw per
+    node on arrays of shape ``[nodes_l, ...]`` (a static Python loop: each level has its
+    own shape), interleaves ``(left, node_total - left)`` into the children and drops a
+    padding child (it has weight zero, hence allocation zero). ``O(n)`` work per trailing
+    index; the allocation sums to ``total`` exactly by construction.
+
+    Args:
+        key: PRNG key; level ``l`` uses ``fold_in(key, l)``.
+        weights: ``[n, ...]`` array, node weights (int urn sizes or float probabilities).
+        total: int array broadcastable to ``weights.shape[1:]``.
+        split_fn: ``(key, wl, wr, n) -> left`` int32 draw of the left share of ``n``.
+
+    Returns:
+        ``[n, ...]`` int32 allocation.
     """
     n = weights.shape[0]
-    levels = max(0, (n - 1).bit_length())
-    size = 1 << levels
-    pad = [(0, size - n)] + [(0, 0)] * (weights.ndim - 1)
-    w = jnp.pad(weights, pad)
-    csum = jnp.concatenate([jnp.zeros_like(w[:1]), jnp.cumsum(w, axis=0)])
-    rows = jnp.arange(size)
-    alloc = jnp.broadcast_to(jnp.asarray(total, jnp.int32), w.shape[1:])
-    alloc = jnp.broadcast_to(alloc[None], w.shape).astype(jnp.int32)
-
-    def level(lvl, alloc):
-        span = size >> lvl
-        start = (rows // span) * span
-        mid = start + span // 2
-        left_w = csum[mid] - csum[start]
-        right_w = csum[start + span] - csum[mid]
-        draw = split_fn(jax.random.fold_in(key, lvl), left_w, right_w, alloc)
-        left = draw[start]
-        return jnp.where((rows < mid).reshape((-1,) + (1,) * (w.ndim - 1)), left, alloc - left)
-
-    alloc = jax.lax.fori_loop(0, levels, level, alloc)
-    return alloc[:n]
+    tail = weights.shape[1:]
+    if n == 0:
+        return jnp.zeros(weights.shape, jnp.int32)
+    alloc = jnp.broadcast_to(jnp.asarray(total, jnp.int32), tail)[None]
+    sums = [weights]  # sums[-1] is the coarsest level built so far
+    while sums[-1].shape[0] > 1:
+        w = sums[-1]
+        if w.shape[0] % 2:
+            w = jnp.concatenate([w, jnp.zeros_like(w[:1])])
+        sums.append(w.reshape((-1, 2) + tail).sum(1))
+    levels = len(sums) - 1
+    for lvl in range(levels):
+        child = sums[levels - lvl - 1]
+        nodes = alloc.shape[0]
+        if child.shape[0] < 2 * nodes:
+            child = jnp.concatenate([child, jnp.zeros_like(child[:1])])
+        child = child.reshape((nodes, 2) + tail)
+        left = split_fn(jax.random.fold_in(key, lvl), child[:, 0], child[:, 1], alloc)
+        alloc = jnp.stack([left, alloc - left], axis=1).reshape((2 * nodes,) + tail)
+        alloc = alloc[: sums[levels - lvl - 1].shape[0]]
+    return alloc
 
 
 def multivariate_hypergeometric(key, pop, total):

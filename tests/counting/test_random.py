@@ -117,3 +117,62 @@ def test_jit_equals_eager(key):
         return hypergeometric(k, jnp.array([5, 40]), jnp.array([9, 70]), jnp.array([6, 50]))
 
     np.testing.assert_array_equal(f(key), jax.jit(f)(key))
+
+
+def test_hypergeometric_wide_matches_scipy(key):
+    """sd ~ 19 and ~ 11: the outward inversion goes both ways from the mode many steps."""
+    cases = [(3000, 3000, 3000), (900, 4000, 2200)]
+    good, bad, n = (np.array(c) for c in zip(*cases, strict=True))
+    x = np.asarray(jax.jit(lambda k: hypergeometric(k, good, bad, n[None].repeat(N_DRAWS, 0)))(key))
+    for j, (g, b, m) in enumerate(cases):
+        support = np.arange(max(0, m - b), min(m, g) + 1)
+        pmf = st.hypergeom(g + b, g, m).pmf(support)
+        assert chisq_pvalue(x[:, j], support, pmf) > 1e-3, (g, b, m)
+
+
+def _joint_pvalue(xi, xj, m_i, m_j, m_all, total):
+    """Chi-square p-value of the joint of two rows against scipy's multivariate law."""
+    a, b = np.meshgrid(np.arange(m_i + 1), np.arange(m_j + 1), indexing="ij")
+    rest = total - a - b
+    law = st.multivariate_hypergeom([m_i, m_j, m_all - m_i - m_j], total)
+    pmf = np.where(rest >= 0, law.pmf(np.stack([a, b, np.maximum(rest, 0)], -1)), 0.0)
+    assert abs(pmf.sum() - 1) < 1e-9
+    codes = np.asarray(xi) * (m_j + 1) + np.asarray(xj)
+    return chisq_pvalue(codes, np.arange(pmf.size), pmf.ravel())
+
+
+def test_multivariate_hypergeometric_non_power_of_two_rows(key):
+    """5 and 13 rows (padded tree levels): every row's marginal is HG(N, pop_i, total),
+    and the joint of two rows in different subtrees is scipy's multivariate law."""
+    rng = np.random.default_rng(0)
+    for n_rows, (ri, rj) in ((5, (1, 4)), (13, (5, 12))):
+        pop = rng.integers(0, 9, size=n_rows)
+        pop[ri], pop[rj] = 6, 4
+        total = int(pop.sum()) * 2 // 5
+        keys = jax.random.split(jax.random.fold_in(key, n_rows), 4000)
+        draw = jax.jit(jax.vmap(multivariate_hypergeometric, in_axes=(0, None, None)))
+        x = np.asarray(draw(keys, pop, total))
+        assert x.shape == (4000, n_rows) and x.dtype == np.int32
+        assert np.all(x.sum(1) == total) and np.all((x >= 0) & (x <= pop))
+        for i in range(n_rows):
+            support = np.arange(pop[i] + 1)
+            pmf = st.hypergeom(pop.sum(), pop[i], total).pmf(support)
+            if pop[i] == 0:
+                assert np.all(x[:, i] == 0)
+            else:
+                assert chisq_pvalue(x[:, i], support, pmf) > 1e-4, (n_rows, i)
+        p = _joint_pvalue(x[:, ri], x[:, rj], pop[ri], pop[rj], pop.sum(), total)
+        assert p > 1e-3, n_rows
+
+
+def test_multinomial_split_non_power_of_two_rows(key):
+    """7 rows incl. zero weights: sums exact, zero-weight rows get nothing, Binomial marginals."""
+    w = np.array([0.1, 0.0, 0.3, 0.25, 0.0, 0.2, 0.15], np.float32)
+    keys = jax.random.split(key, 4000)
+    x = np.asarray(jax.jit(jax.vmap(lambda k: multinomial_split(k, 23, w)))(keys))
+    assert x.shape == (4000, 7) and np.all(x.sum(1) == 23)
+    assert np.all(x[:, 1] == 0) and np.all(x[:, 4] == 0)
+    support = np.arange(24)
+    for i in (0, 3, 6):
+        pmf = st.binom(23, w[i] / w.sum()).pmf(support)
+        assert chisq_pvalue(x[:, i], support, pmf) > 1e-3, i
