@@ -1,4 +1,4 @@
-"""The ``jaxdiff`` command: ``demo``, ``selftest``, ``train``, ``convert``."""
+"""The ``jaxdiff`` command: ``demo``, ``selftest``, ``train``, ``counting``, ``convert``."""
 
 from __future__ import annotations
 
@@ -19,6 +19,9 @@ def _build_parser() -> argparse.ArgumentParser:
     from jaxdiff.cli import train
 
     train.add_parser(sub)
+    from jaxdiff.cli import counting
+
+    counting.add_parser(sub)
     from jaxdiff.cli import convert
 
     convert.add_parser(sub)
@@ -41,6 +44,10 @@ def main(argv=None) -> int:
         from jaxdiff.cli import train
 
         return train.run(args)
+    if args.command == "counting":
+        from jaxdiff.cli import counting
+
+        return counting.run(args)
     from jaxdiff.cli.selftest import run_selftest
 
     return 0 if run_selftest() else 1

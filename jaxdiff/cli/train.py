@@ -37,12 +37,12 @@ def config_dir(app: str) -> Path:
     raise FileNotFoundError(f"no Hydra configs for {app!r} next to the jaxdiff package")
 
 
-def compose_config(app: str, overrides: list[str]):
-    """Hydra's composed config (an OmegaConf DictConfig) for ``overrides``."""
+def compose_config(app: str, overrides: list[str], config_name: str = "config"):
+    """Hydra's composed config (an OmegaConf DictConfig) of ``config_name`` + ``overrides``."""
     from hydra import compose, initialize_config_dir
 
     with initialize_config_dir(config_dir=str(config_dir(app)), version_base=None):
-        return compose(config_name="config", overrides=list(overrides))
+        return compose(config_name=config_name, overrides=list(overrides))
 
 
 def add_parser(subparsers) -> None:

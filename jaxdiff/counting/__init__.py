@@ -19,6 +19,12 @@ from jaxdiff.counting.data import (
     PoissonMixtureDataset,
     paired_batches,
 )
+from jaxdiff.counting.energy import (
+    EnergyScoreObjective,
+    EnergyScorePosterior,
+    posterior_apply,
+    posterior_sampler,
+)
 from jaxdiff.counting.random import (
     bessel,
     binomial_thin,
@@ -36,6 +42,8 @@ __all__ = [
     "BetaBinomialDataset",
     "ConstantM",
     "ConstrainedSkellamBridge",
+    "EnergyScoreObjective",
+    "EnergyScorePosterior",
     "PoissonM",
     "PoissonMixtureDataset",
     "ReflectedSkellamBridge",
@@ -49,6 +57,8 @@ __all__ = [
     "multinomial_split",
     "multivariate_hypergeometric",
     "paired_batches",
+    "posterior_apply",
+    "posterior_sampler",
     "project_column_sums",
     "skellam_reverse_step",
     "skellam_thin",
