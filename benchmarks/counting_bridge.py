@@ -13,7 +13,7 @@ each at batch ``B`` x ``d`` counts with ``x0, x1 ~ Poisson(20)`` already on the 
    (3 x 128 SELU) as the model on both sides: jaxdiff one ``lax.scan`` in one jit;
    original its Python loop ``sampler(x_1, z, model, n_steps=...)``.
 3. **Training step**: bridge + energy-score loss (``m`` samples) + backward + clipping +
-   Adam, with the original's ``EnergyScoreLoss(MLP)`` and ``CountFlowTrainer.training_step``
+   Adam, with the original's ``EnergyScoreLoss(MLP)`` and ``Trainer.training_step``
    against jaxdiff's :func:`jaxdiff.train.make_train_step` with
    :class:`jaxdiff.counting.EnergyScoreObjective` (one jit per step; ``--scan`` also times
    ``K`` steps fused in one ``lax.scan``). Steps per second and the ratio.
@@ -212,11 +212,11 @@ def peer_sampling(peer_root, x1, n_steps, iters, repeats):
 
 def peer_training(peer_root, x0, x1, m_samples, iters, repeats):
     skellam, slack_samplers = _peer_modules(peer_root)
-    from counting_flows.training import CountFlowTrainer
+    from counting_flows.training import Trainer
 
     model, torch = _peer_model(peer_root, x0.shape[1], m_samples)
     bridge = skellam.SkellamBridge(slack_samplers.BesselM(4.0, 4.0), backend="torch")
-    trainer = CountFlowTrainer(device="cuda", clip_grad_norm=1.0)
+    trainer = Trainer(device="cuda", clip_grad_norm=1.0)
     trainer.optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     batch = {"x_0": torch.from_numpy(x0).cuda(), "x_1": torch.from_numpy(x1).cuda()}
     return _median_seconds(

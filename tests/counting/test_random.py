@@ -77,12 +77,12 @@ def test_bessel_zero_rate_gives_zero(key):
 
 
 def test_binomial_thin_matches_scipy(key):
-    n = np.array([0, 1, 17, 300])
-    p = np.array([0.3, 0.5, 0.22, 0.9])
-    x = np.asarray(jax.jit(binomial_thin)(key, np.broadcast_to(n, (N_DRAWS, 4)), p))
+    n = np.array([0, 1, 17, 300, 9, 9, 2000])
+    p = np.array([0.3, 0.5, 0.22, 0.9, 0.0, 1.0, 0.003])
+    x = np.asarray(jax.jit(binomial_thin)(key, np.broadcast_to(n, (N_DRAWS, 7)), p))
     assert x.dtype == np.int32
-    assert np.all(x[:, 0] == 0)
-    for j in range(1, 4):
+    assert np.all(x[:, 0] == 0) and np.all(x[:, 4] == 0) and np.all(x[:, 5] == 9)
+    for j in (1, 2, 3, 6):
         support = np.arange(n[j] + 1)
         assert chisq_pvalue(x[:, j], support, st.binom(n[j], p[j]).pmf(support)) > 1e-3
 
