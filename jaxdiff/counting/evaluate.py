@@ -11,6 +11,8 @@
 - ``mean_abs_error``: ``mean_j |mean(gen_j) - mean(held_j)|`` (counts), and
   ``mean_rel_error`` the same divided by ``mean_j mean(held_j)``;
 - ``var_rel_error``: ``mean_j |var(gen_j) - var(held_j)| / var(held_j)``;
+- per feature: ``mean_heldout``, ``mean_generated``, ``var_heldout``, ``var_generated``
+  (lists of ``d`` floats);
 - ``crps``: mean per-dimension CRPS of the generated marginal as a forecast of held-out
   values (:func:`jaxdiff.metrics.crps`, the first ``crps_ensemble`` generated values of
   a column forming the ensemble).
@@ -49,7 +51,7 @@ def sample_quality(generated, heldout, *, source=None, crps_points=500, crps_ens
         crps_ensemble: generated rows forming each dimension's forecast ensemble.
 
     Returns:
-        dict of floats.
+        dict of floats (and the per-feature lists).
     """
     gen, held = _as_float("generated", generated), _as_float("heldout", heldout)
     if gen.shape[1] != held.shape[1]:
@@ -66,6 +68,10 @@ def sample_quality(generated, heldout, *, source=None, crps_points=500, crps_ens
         "mean_rel_error": float(np.abs(mean_g - mean_h).mean() / max(mean_h.mean(), 1e-12)),
         "var_rel_error": float((np.abs(var_g - var_h) / np.maximum(var_h, 1e-12)).mean()),
         "crps": float(jnp.mean(crps(ens, obs))),
+        "mean_heldout": mean_h.tolist(),
+        "mean_generated": mean_g.tolist(),
+        "var_heldout": var_h.tolist(),
+        "var_generated": var_g.tolist(),
     }
     if source is not None:
         out["energy_distance_source"] = _energy(_as_float("source", source), held)
