@@ -31,6 +31,7 @@ from jaxdiff.counting.random import (
     hypergeometric,
     multinomial_split,
     multivariate_hypergeometric,
+    poisson,
 )
 from jaxdiff.counting.schedules import SCHEDULE_TYPES, WeightSchedule, make_weight_schedule
 from jaxdiff.counting.slack import BesselM, ConstantM, PoissonM
@@ -57,6 +58,7 @@ __all__ = [
     "multinomial_split",
     "multivariate_hypergeometric",
     "paired_batches",
+    "poisson",
     "posterior_apply",
     "posterior_sampler",
     "project_column_sums",

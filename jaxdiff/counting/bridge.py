@@ -7,7 +7,9 @@ For one entry with ``diff = x1 - x0`` and slack ``M``:
 
 1. ``N_1 = |diff| + 2 M`` jumps, ``B_1 = (N_1 + diff) / 2`` of them births ("up"),
    ``N_1 - B_1`` deaths;
-2. ``N_t ~ Binomial(N_1, w(t))``, ``B_t | N_t ~ Hypergeometric(B_1, N_1 - B_1, N_t)``;
+2. ``N_t ~ Binomial(N_1, w(t))``, ``B_t | N_t ~ Hypergeometric(B_1, N_1 - B_1, N_t)``
+   (drawn in the equivalent form ``B_t ~ Binomial(B_1, w)``, ``N_t - B_t ~ Binomial(N_1 -
+   B_1, w)``, see ``skellam_thin``);
 3. ``x_t = x0 + 2 B_t - N_t`` (so ``x_0 = x0`` and ``x_1 = x1`` exactly).
 
 Steps 2-3 thin the births and the deaths independently with probability ``w(t)``, hence
@@ -26,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxdiff._validation import check_int_range
-from jaxdiff.counting.random import binomial_thin, hypergeometric
+from jaxdiff.counting.random import binomial_thin
 from jaxdiff.counting.schedules import make_weight_schedule
 
 __all__ = ["SkellamBridge", "bridge_latent", "skellam_reverse_step", "skellam_thin"]
@@ -87,11 +89,14 @@ def bridge_latent(diff, slack):
 def skellam_thin(key, n, b, rho):
     """Keep each of ``n`` jumps (``b`` births) with probability ``rho``: ``(n_kept, b_kept)``.
 
-    ``n_kept ~ Binomial(n, rho)``, ``b_kept | n_kept ~ Hypergeometric(b, n - b, n_kept)``.
+    The law of the paper's two-stage draw ``n_kept ~ Binomial(n, rho)``, ``b_kept | n_kept
+    ~ Hypergeometric(b, n - b, n_kept)`` -- which is independent thinning of the births and
+    the deaths -- drawn as that: ``b_kept ~ Binomial(b, rho)`` and ``d_kept ~ Binomial(n -
+    b, rho)`` in one stacked call, ``n_kept = b_kept + d_kept``. One sampling loop instead
+    of two in sequence (half the time on a GPU, where each loop iteration is a round trip).
     """
-    k_n, k_b = jax.random.split(key)
-    n_kept = binomial_thin(k_n, n, rho)
-    return n_kept, hypergeometric(k_b, b, n - b, n_kept)
+    kept = binomial_thin(key, jnp.stack(jnp.broadcast_arrays(b, n - b)), rho)
+    return kept[0] + kept[1], kept[0]
 
 
 def skellam_reverse_step(key, x_t, x0_hat, w_t, w_s, slack_sampler):

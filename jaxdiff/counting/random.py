@@ -47,6 +47,7 @@ __all__ = [
     "hypergeometric",
     "multinomial_split",
     "multivariate_hypergeometric",
+    "poisson",
 ]
 
 LOG_EPS = -40.0
@@ -208,6 +209,35 @@ def bessel(key, lam_p, lam_m, order):
     def log_up(m):
         m = m.astype(ft)
         return log_lam - jnp.log(m + 1.0) - jnp.log(m + 1.0 + df)
+
+    out = _logconcave_inversion(key, mode, jnp.zeros_like(mode), hi_lim, log_up)
+    return jnp.where(pos, out, 0)
+
+
+def poisson(key, rate):
+    """Exact ``Poisson(rate)`` draws by inversion from the mode ``floor(rate)``.
+
+    pmf ratio ``p(k+1)/p(k) = rate / (k + 1)`` (module docstring); ``rate = 0`` gives 0.
+    Used instead of ``jax.random.poisson`` for the same reason as in ``binomial_thin``
+    (its rejection loops cost 1.2 ms per bridge call at 4096 x 15 on an H100).
+    ``O(sqrt(rate))`` steps.
+
+    Args:
+        key: PRNG key.
+        rate: non-negative float array.
+
+    Returns:
+        int32 array of the shape of ``rate``.
+    """
+    ft = _float()
+    rate = jnp.asarray(rate, ft)
+    pos = rate > 0
+    log_rate = jnp.log(jnp.where(pos, rate, 1.0))
+    mode = jnp.floor(rate).astype(jnp.int32)
+    hi_lim = jnp.where(pos, _BIG, 0)
+
+    def log_up(k):
+        return log_rate - jnp.log(k.astype(ft) + 1.0)
 
     out = _logconcave_inversion(key, mode, jnp.zeros_like(mode), hi_lim, log_up)
     return jnp.where(pos, out, 0)

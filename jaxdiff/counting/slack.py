@@ -21,10 +21,9 @@ from __future__ import annotations
 import dataclasses
 import math
 
-import jax
 import jax.numpy as jnp
 
-from jaxdiff.counting.random import bessel
+from jaxdiff.counting.random import bessel, poisson
 
 __all__ = ["BesselM", "ConstantM", "PoissonM"]
 
@@ -78,7 +77,7 @@ class PoissonM(_BirthDeathRates):
         w = jnp.asarray(w, jnp.result_type(float))
         shape = jnp.broadcast_shapes(jnp.shape(abs_diff), w.shape)
         rate = jnp.broadcast_to(2.0 * math.sqrt(self.lam_p * self.lam_m) * w, shape)
-        return jax.random.poisson(key, rate, shape).astype(jnp.int32)
+        return poisson(key, rate)
 
 
 @dataclasses.dataclass(frozen=True)

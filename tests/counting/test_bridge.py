@@ -84,6 +84,17 @@ def test_latent_parity_and_thinning_bounds(key):
     assert np.all((b_kept >= 0) & (b_kept <= b) & (n_kept - b_kept <= n - b))
 
 
+def test_thinning_is_the_binomial_hypergeometric_law(key):
+    """(n_kept, b_kept) against the paper's two-stage law, joint pmf by scipy."""
+    n, b, rho = 9, 6, 0.35
+    n_kept, b_kept = jax.jit(skellam_thin)(key, jnp.full((20_000,), n), jnp.full((20_000,), b), rho)
+    pairs = [(k, j) for k in range(n + 1) for j in range(max(0, k - (n - b)), min(k, b) + 1)]
+    code = {p: i for i, p in enumerate(pairs)}
+    x = np.array([code[(int(k), int(j))] for k, j in zip(n_kept, b_kept, strict=True)])
+    pmf = np.array([st.binom(n, rho).pmf(k) * st.hypergeom(n, b, k).pmf(j) for k, j in pairs])
+    assert chisq_pvalue(x, np.arange(len(pairs)), pmf) > 1e-3
+
+
 def test_reverse_step_moments(key):
     """From x_t with the true x0 predicted: E[x_s] = x0 + rho (x_t - x0)."""
     m = 4

@@ -12,6 +12,7 @@ from jaxdiff.counting import (
     hypergeometric,
     multinomial_split,
     multivariate_hypergeometric,
+    poisson,
 )
 
 N_DRAWS = 20_000
@@ -176,3 +177,12 @@ def test_multinomial_split_non_power_of_two_rows(key):
     for i in (0, 3, 6):
         pmf = st.binom(23, w[i] / w.sum()).pmf(support)
         assert chisq_pvalue(x[:, i], support, pmf) > 1e-3, i
+
+
+def test_poisson_matches_scipy(key):
+    rate = np.array([0.0, 0.3, 4.0, 37.5, 400.0])
+    x = np.asarray(jax.jit(poisson)(key, np.broadcast_to(rate, (N_DRAWS, 5))))
+    assert x.dtype == np.int32 and np.all(x[:, 0] == 0)
+    for j in range(1, 5):
+        support = np.arange(int(rate[j] + 12 * np.sqrt(rate[j]) + 10))
+        assert chisq_pvalue(x[:, j], support, st.poisson(rate[j]).pmf(support)) > 1e-3, rate[j]
