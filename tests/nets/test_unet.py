@@ -95,7 +95,8 @@ def test_attention_matches_numpy_reference(key):
     shapes = jax.eval_shape(attn.init, kp, x, ctx)["params"]
     rng = np.random.default_rng(0)
     params = jax.tree.map(lambda s: jnp.asarray(0.3 * rng.standard_normal(s.shape)), shapes)
-    got = jax.jit(attn.apply)({"params": params}, x, ctx)
+    with jax.default_matmul_precision("highest"):  # TF32 on a GPU would miss 1e-5
+        got = jax.jit(attn.apply)({"params": params}, x, ctx)
     want = _np_attention(params, np.asarray(x, np.float64), np.asarray(ctx, np.float64), 3)
     np.testing.assert_allclose(got, want, atol=1e-5)
 
