@@ -10,47 +10,35 @@ Layouts: convolutions OIHW <-> HWIO, linear ``[out, in]`` <-> ``[in, out]``, nor
 ``weight`` <-> ``scale``, embedding ``weight`` <-> ``embedding``; the transformers'
 ``proj_in``/``proj_out`` 1x1 convolutions become dense layers. Names: diffusers'
 ``down_blocks.0.resnets.1.conv1.weight`` is ``down_blocks_0/resnets_1/conv1/kernel``.
-Names and shapes are checked all at once (:mod:`jaxdiff.interop.keys`).
+Names and shapes are checked all at once (:mod:`jaxdiff.interop.keys`); the name, layout
+and source helpers are shared with the VAE (:mod:`jaxdiff.interop.diffusers_weights`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import re
 from collections.abc import Mapping
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxdiff.interop.diffusers_config import config_from_diffusers
+from jaxdiff.interop.diffusers_weights import (
+    flatten_params,
+    from_torch_layout,
+    resolve_diffusers_source,
+    to_torch_layout,
+    torch_name,
+    torch_shape,
+    unflatten_params,
+)
 from jaxdiff.interop.keys import check_state_dict
-from jaxdiff.interop.state_dict import load_state_dict
 from jaxdiff.nets.config import HighResModelConfig
 from jaxdiff.nets.lora import init_adapters, merge_lora, strip_lora
 from jaxdiff.nets.unet import UNet
 
 __all__ = ["unet_from_diffusers", "unet_to_diffusers_state_dict"]
-
-_LIST_NAME = re.compile(
-    r"^(down_blocks|up_blocks|resnets|attentions|downsamplers|upsamplers|"
-    r"transformer_blocks|to_out|net)_(\d+)$"
-)
-_LEAF = {"kernel": "weight", "scale": "weight", "embedding": "weight", "weight": "weight"}
-_WEIGHT_FILES = (
-    "diffusion_pytorch_model.safetensors",
-    "model.safetensors",
-    "diffusion_pytorch_model.bin",
-    "pytorch_model.bin",
-)
-
-
-def _torch_name(path: tuple[str, ...]) -> str:
-    *modules, leaf = path
-    parts = [_LIST_NAME.sub(r"\1.\2", m) for m in modules]
-    return ".".join([*parts, _LEAF.get(leaf, leaf)])
 
 
 def _is_conv_proj(path: tuple[str, ...], config: HighResModelConfig) -> bool:
@@ -61,43 +49,6 @@ def _is_conv_proj(path: tuple[str, ...], config: HighResModelConfig) -> bool:
         and path[-1] == "kernel"
         and not config.use_linear_projection
     )
-
-
-def _to_torch(path, value: np.ndarray, config: HighResModelConfig) -> np.ndarray:
-    if path[-1] == "kernel" and value.ndim == 4:
-        return np.transpose(value, (3, 2, 0, 1))
-    if path[-1] == "kernel" and value.ndim == 2:
-        value = value.T
-        return value[:, :, None, None] if _is_conv_proj(path, config) else value
-    return value
-
-
-def _from_torch(path, value: np.ndarray, config: HighResModelConfig) -> np.ndarray:
-    if path[-1] == "kernel" and value.ndim == 4 and not _is_conv_proj(path, config):
-        return np.transpose(value, (2, 3, 1, 0))
-    if path[-1] == "kernel":
-        return value.reshape(value.shape[:2]).T
-    return value
-
-
-def _flatten(tree, prefix=()) -> dict[tuple[str, ...], object]:
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, Mapping):
-            out.update(_flatten(value, (*prefix, key)))
-        else:
-            out[(*prefix, key)] = value
-    return out
-
-
-def _unflatten(flat: Mapping[tuple[str, ...], object]) -> dict:
-    tree: dict = {}
-    for path, value in flat.items():
-        node = tree
-        for key in path[:-1]:
-            node = node.setdefault(key, {})
-        node[path[-1]] = value
-    return tree
 
 
 def _init_args(config: HighResModelConfig):
@@ -112,74 +63,7 @@ def _init_args(config: HighResModelConfig):
 def _param_shapes(config: HighResModelConfig) -> dict[tuple[str, ...], tuple[int, ...]]:
     """Flax parameter paths -> shapes, without allocating parameters."""
     shapes = jax.eval_shape(lambda k: UNet(config).init(k, *_init_args(config)), jax.random.key(0))
-    return {p: tuple(v.shape) for p, v in _flatten(shapes["params"]).items()}
-
-
-def _torch_shape(path, shape, config) -> tuple[int, ...]:
-    return _to_torch(path, np.empty(shape, np.float32), config).shape
-
-
-def _as_numpy(value) -> np.ndarray:
-    if hasattr(value, "detach"):  # torch.Tensor
-        return value.detach().cpu().float().numpy()
-    return np.asarray(value)
-
-
-def _diffusers_config_of(obj) -> dict:
-    cfg = dict(obj.config)
-    cfg.setdefault("_class_name", type(obj).__name__)
-    return cfg
-
-
-def _read_config(path: Path) -> dict:
-    with open(path) as f:
-        return json.load(f)
-
-
-def _resolve_source(source, config):
-    """``(diffusers config dict, {name: numpy array}, description)`` from any source."""
-    if hasattr(source, "state_dict") and hasattr(source, "config"):
-        state = {k: _as_numpy(v) for k, v in source.state_dict().items()}
-        return (
-            dict(config) if config is not None else _diffusers_config_of(source),
-            state,
-            (f"{type(source).__name__} state dict"),
-        )
-    if isinstance(source, Mapping):
-        if config is None:
-            raise ValueError(
-                "unet_from_diffusers(state_dict) needs config= (the diffusers config dict, "
-                "e.g. model.config or the contents of config.json) to know the architecture"
-            )
-        state = {k: _as_numpy(v) for k, v in source.items()}
-        return dict(config), state, "state dict"
-    if isinstance(source, str | Path):
-        path = Path(source)
-        if path.is_dir():
-            if not (path / "config.json").is_file() and (path / "unet" / "config.json").is_file():
-                path = path / "unet"
-            files = [path / name for name in _WEIGHT_FILES if (path / name).is_file()]
-            if not files:
-                raise FileNotFoundError(
-                    f"no weights in {path}; expected one of {list(_WEIGHT_FILES)}"
-                )
-            weights, config_path = files[0], path / "config.json"
-        elif path.is_file():
-            weights, config_path = path, path.parent / "config.json"
-        else:
-            raise FileNotFoundError(f"no such file or directory: {path}")
-        if config is None:
-            if not config_path.is_file():
-                raise FileNotFoundError(
-                    f"{config_path} not found: put the diffusers config.json beside the "
-                    "weights or pass config="
-                )
-            config = _read_config(config_path)
-        return dict(config), load_state_dict(weights), str(weights)
-    raise TypeError(
-        "source must be a diffusers UNet2DModel / UNet2DConditionModel, a state dict "
-        f"(mapping), a weights file or a model directory; got {type(source).__name__}"
-    )
+    return {p: tuple(v.shape) for p, v in flatten_params(shapes["params"]).items()}
 
 
 def unet_from_diffusers(source, config: Mapping | None = None, *, key=None, **overrides):
@@ -205,7 +89,13 @@ def unet_from_diffusers(source, config: Mapping | None = None, *, key=None, **ov
         ValueError: an unsupported diffusers option (named), or names / shapes that do
             not match (:class:`~jaxdiff.interop.keys.StateDictMismatchError`).
     """
-    dcfg, state, what = _resolve_source(source, config)
+    dcfg, state, what = resolve_diffusers_source(
+        source,
+        config,
+        subfolder="unet",
+        caller="unet_from_diffusers",
+        model="UNet2DModel / UNet2DConditionModel",
+    )
     allowed = {"dtype", "use_checkpointing", "lora_rank", "lora_alpha", "dropout"}
     if set(overrides) - allowed:
         raise ValueError(
@@ -214,7 +104,7 @@ def unet_from_diffusers(source, config: Mapping | None = None, *, key=None, **ov
     cfg = dataclasses.replace(config_from_diffusers(dcfg), **overrides)
     shapes = _param_shapes(cfg)
     expected = {
-        _torch_name(p): _torch_shape(p, s, cfg)
+        torch_name(p): torch_shape(p, s, conv_1x1=_is_conv_proj(p, cfg))
         for p, s in shapes.items()
         if p[-1] not in ("lora_A", "lora_B")
     }
@@ -223,14 +113,14 @@ def unet_from_diffusers(source, config: Mapping | None = None, *, key=None, **ov
     for path in shapes:
         if path[-1] in ("lora_A", "lora_B"):
             continue
-        value = np.asarray(state[_torch_name(path)], dtype=np.float32)
-        flat[path] = jnp.asarray(_from_torch(path, value, cfg))
+        value = np.asarray(state[torch_name(path)], dtype=np.float32)
+        flat[path] = jnp.asarray(from_torch_layout(path, value, conv_1x1=_is_conv_proj(path, cfg)))
     if cfg.lora_rank > 0:
         if key is None:
             raise ValueError("lora_rank > 0 needs key= to initialise the LoRA adapters")
         lora = {p: s for p, s in shapes.items() if p[-1] in ("lora_A", "lora_B")}
         flat.update(init_adapters(key, lora, cfg.lora_rank))
-    return UNet(cfg), _unflatten(flat)
+    return UNet(cfg), unflatten_params(flat)
 
 
 def unet_to_diffusers_state_dict(params, config: HighResModelConfig) -> dict[str, np.ndarray]:
@@ -250,7 +140,7 @@ def unet_to_diffusers_state_dict(params, config: HighResModelConfig) -> dict[str
     """
     params = jax.tree.map(np.asarray, dict(params))
     params = strip_lora(merge_lora(params, alpha=config.lora_alpha))
-    flat = _flatten(params)
+    flat = flatten_params(params)
     shapes = {p: s for p, s in _param_shapes(config).items() if p[-1] not in ("lora_A", "lora_B")}
     check_state_dict(
         {"/".join(p): s for p, s in shapes.items()},
@@ -258,6 +148,8 @@ def unet_to_diffusers_state_dict(params, config: HighResModelConfig) -> dict[str
         what="params",
     )
     return {
-        _torch_name(p): np.ascontiguousarray(_to_torch(p, np.asarray(v, np.float32), config))
+        torch_name(p): np.ascontiguousarray(
+            to_torch_layout(p, np.asarray(v, np.float32), conv_1x1=_is_conv_proj(p, config))
+        )
         for p, v in flat.items()
     }

@@ -15,19 +15,19 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdiff.interop.diffusers_unet import (
-    _flatten,
-    _from_torch,
-    _resolve_source,
-    _to_torch,
-    _torch_name,
-    _unflatten,
+from jaxdiff.interop.diffusers_weights import (
+    flatten_params,
+    from_torch_layout,
+    resolve_diffusers_source,
+    to_torch_layout,
+    torch_name,
+    torch_shape,
+    unflatten_params,
 )
 from jaxdiff.interop.keys import check_state_dict
 from jaxdiff.nets.vae import AutoencoderKL, VAEConfig
@@ -121,16 +121,7 @@ def _param_shapes(config: VAEConfig) -> dict[tuple[str, ...], tuple[int, ...]]:
     f = config.downsample_factor
     x = jnp.zeros((1, f, f, config.in_channels))
     shapes = jax.eval_shape(lambda k: AutoencoderKL(config).init(k, x), jax.random.key(0))
-    return {p: tuple(v.shape) for p, v in _flatten(shapes["params"]).items()}
-
-
-# the VAE has no transformer proj_in/proj_out, the only layouts that read the UNet config
-def _layout_to_torch(path, value):
-    return _to_torch(path, value, None)
-
-
-def _layout_from_torch(path, value):
-    return _from_torch(path, value, None)
+    return {p: tuple(v.shape) for p, v in flatten_params(shapes["params"]).items()}
 
 
 def _rename_legacy(state: Mapping) -> dict:
@@ -142,27 +133,6 @@ def _rename_legacy(state: Mapping) -> dict:
             name = ".".join([*parts[:-2], _LEGACY_ATTN[parts[-2]], parts[-1]])
         out[name] = value
     return out
-
-
-def _resolve(source, config):
-    if isinstance(source, Mapping) and config is None:
-        raise ValueError(
-            "vae_from_diffusers(state_dict) needs config= (the diffusers AutoencoderKL "
-            "config dict, e.g. vae.config or the contents of config.json)"
-        )
-    if isinstance(source, str | Path):
-        path = Path(source)
-        if path.is_dir() and not (path / "config.json").is_file():
-            if (path / "vae" / "config.json").is_file():
-                source = path / "vae"
-    elif not isinstance(source, Mapping) and not (
-        hasattr(source, "state_dict") and hasattr(source, "config")
-    ):
-        raise TypeError(
-            "source must be a diffusers AutoencoderKL, a state dict (mapping), a weights "
-            f"file or a model directory; got {type(source).__name__}"
-        )
-    return _resolve_source(source, config)
 
 
 def vae_from_diffusers(source, config: Mapping | None = None, *, dtype: str = "float32"):
@@ -185,20 +155,20 @@ def vae_from_diffusers(source, config: Mapping | None = None, *, dtype: str = "f
         ValueError: an unsupported diffusers option (named), or names / shapes that do
             not match (:class:`~jaxdiff.interop.keys.StateDictMismatchError`).
     """
-    dcfg, state, what = _resolve(source, config)
+    # no layer of the VAE is a dense kernel stored as a 1x1 conv: layouts take no flag
+    dcfg, state, what = resolve_diffusers_source(
+        source, config, subfolder="vae", caller="vae_from_diffusers", model="AutoencoderKL"
+    )
     cfg = dataclasses.replace(vae_config_from_diffusers(dcfg), dtype=dtype)
     state = _rename_legacy(state)
     shapes = _param_shapes(cfg)
-    expected = {
-        _torch_name(p): _layout_to_torch(p, np.empty(s, np.float32)).shape
-        for p, s in shapes.items()
-    }
+    expected = {torch_name(p): torch_shape(p, s) for p, s in shapes.items()}
     check_state_dict(expected, state, what=what)
     flat = {
-        p: jnp.asarray(_layout_from_torch(p, np.asarray(state[_torch_name(p)], np.float32)))
+        p: jnp.asarray(from_torch_layout(p, np.asarray(state[torch_name(p)], np.float32)))
         for p in shapes
     }
-    return AutoencoderKL(cfg), _unflatten(flat)
+    return AutoencoderKL(cfg), unflatten_params(flat)
 
 
 def vae_to_diffusers_state_dict(params, config: VAEConfig) -> dict[str, np.ndarray]:
@@ -215,13 +185,13 @@ def vae_to_diffusers_state_dict(params, config: VAEConfig) -> dict[str, np.ndarr
     Returns:
         ``{diffusers name: float32 numpy array}`` in PyTorch layouts.
     """
-    flat = _flatten(jax.tree.map(np.asarray, dict(params)))
+    flat = flatten_params(jax.tree.map(np.asarray, dict(params)))
     check_state_dict(
         {"/".join(p): s for p, s in _param_shapes(config).items()},
         {"/".join(p): v for p, v in flat.items()},
         what="params",
     )
     return {
-        _torch_name(p): np.array(_layout_to_torch(p, np.asarray(v, np.float32)), order="C")
+        torch_name(p): np.array(to_torch_layout(p, np.asarray(v, np.float32)), order="C")
         for p, v in flat.items()  # np.array copies: writable, as torch.from_numpy wants
     }
