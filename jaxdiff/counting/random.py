@@ -23,7 +23,7 @@ Algorithm (``_logconcave_inversion``), per element and fully vectorised:
 
 Cost: two ``lax.while_loop`` s whose trip counts are the widest window in the batch,
 ``~ 9 sd`` (both sides walk at once, ``sqrt(2 |LOG_EPS|) sd`` each), and the largest
-``|X - m0|``, for standard deviation ``sd``, in iterations of ``UNROLL`` masked steps each
+``|X - m0|``, for standard deviation ``sd``, in iterations of ``UNROLL`` masked steps each on a GPU
 (fewer loop round trips; finished elements do not move); memory ``O(size)``. Counts must stay below
 ``2**24`` (float32 ratios) unless ``jax_enable_x64`` is on.
 
@@ -51,10 +51,18 @@ __all__ = [
 ]
 
 LOG_EPS = -40.0
-# Steps per while-loop iteration. Finished elements are masked, so extra steps are
-# no-ops and the draw is unchanged; on a GPU each iteration costs a predicate copy to
-# the host, and the unrolled elementwise steps fuse into one kernel.
+# Steps per while-loop iteration off the CPU. Finished elements are masked, so extra
+# steps are no-ops and the draw is unchanged; on a GPU each iteration costs a predicate
+# copy to the host, and the unrolled elementwise steps fuse into one kernel (8 was the
+# best of 1/4/8/16 on an H100). On the CPU there is no round trip and unrolling only
+# lengthens compilation, so it runs one step per iteration.
 UNROLL = 8
+
+
+def _unroll() -> int:
+    return 1 if jax.default_backend() == "cpu" else UNROLL
+
+
 _BIG = 2**30
 
 
@@ -63,10 +71,11 @@ def _float():
 
 
 def _repeat(body):
-    """``body`` applied ``UNROLL`` times (one while-loop iteration, see ``UNROLL``)."""
+    """``body`` applied ``_unroll()`` times (one while-loop iteration, see ``UNROLL``)."""
+    steps = _unroll()
 
     def many(state):
-        for _ in range(UNROLL):
+        for _ in range(steps):
             state = body(state)
         return state
 
