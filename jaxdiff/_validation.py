@@ -7,6 +7,7 @@ value it received and what is allowed (DESIGN.md, convention 9).
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Iterable
 
 import numpy as np
@@ -15,6 +16,7 @@ __all__ = [
     "check_choice",
     "check_finite_array",
     "check_int_range",
+    "check_real",
     "check_unit_interval_array",
     "normalize_name",
 ]
@@ -52,6 +54,19 @@ def check_int_range(field: str, value, low: int | None = None, high: int | None 
         hi = "inf" if high is None else high
         raise ValueError(f"{field}={value} is out of range; allowed: {lo} <= {field} <= {hi}")
     return int(value)
+
+
+def check_real(field: str, value, low: float | None = None, *, strict: bool = False) -> float:
+    """Return ``value`` as a finite float, ``> low`` (``strict``) or ``>= low``, or raise."""
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        raise TypeError(f"{field} must be a real number, got {type(value).__name__}: {value!r}")
+    value = float(value)
+    bad_low = low is not None and (value <= low if strict else value < low)
+    if not math.isfinite(value) or bad_low:
+        rel = ">" if strict else ">="
+        bound = "" if low is None else f" and {rel} {low}"
+        raise ValueError(f"{field}={value} is not allowed: {field} must be finite{bound}")
+    return value
 
 
 def check_finite_array(field: str, value) -> None:

@@ -44,13 +44,11 @@ off it. ``sample(key, n)`` draws fresh rows (held-out data) from the same laws.
 
 from __future__ import annotations
 
-import math
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdiff._validation import check_choice, check_finite_array, check_int_range
+from jaxdiff._validation import check_choice, check_finite_array, check_int_range, check_real
 
 __all__ = [
     "CONDITION_TYPES",
@@ -65,26 +63,14 @@ RATE_FLOOR = 1e-3  # smallest mixture rate: |Normal| can be ~0, a zero rate is d
 _MAX_SEED = 2**31 - 1
 
 
-def _check_real(field: str, value, low: float | None = None, *, strict: bool = False) -> float:
-    """``value`` as a finite float, ``> low`` (strict) or ``>= low``, or raise naming it."""
-    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
-        raise TypeError(f"{field} must be a real number, got {type(value).__name__}: {value!r}")
-    value = float(value)
-    bad_low = low is not None and (value <= low if strict else value < low)
-    if not math.isfinite(value) or bad_low:
-        rel = ">" if strict else ">="
-        raise ValueError(f"{field}={value} is not allowed; it must be finite and {rel} {low}")
-    return value
-
-
 def _check_positive_range(field: str, value) -> tuple[float, float]:
     """``value`` as ``(lo, hi)``: two finite floats with ``0 < lo <= hi``, or raise."""
     try:
         lo, hi = value
     except (TypeError, ValueError):
         raise TypeError(f"{field} must be a pair (lo, hi) of floats, got {value!r}") from None
-    lo = _check_real(f"{field}[0]", lo, 0.0, strict=True)
-    hi = _check_real(f"{field}[1]", hi, 0.0, strict=True)
+    lo = check_real(f"{field}[0]", lo, 0.0, strict=True)
+    hi = check_real(f"{field}[1]", hi, 0.0, strict=True)
     if lo > hi:
         raise ValueError(f"{field}={value!r} is not allowed; need 0 < lo <= hi")
     return lo, hi
@@ -279,8 +265,8 @@ class PoissonMixtureDataset(_CountDataset):
             size, d, condition_type, CONDITION_TYPES, multiplier_range, seed
         )
         self.k = check_int_range("k", k, 1)
-        self.lambda_loc = _check_real("lambda_loc", lambda_loc, 0.0)
-        self.lambda_scale = _check_real("lambda_scale", lambda_scale, 0.0)
+        self.lambda_loc = check_real("lambda_loc", lambda_loc, 0.0)
+        self.lambda_scale = check_real("lambda_scale", lambda_scale, 0.0)
         k_data, k_source = jax.random.split(key_params)
         loc, scale = self.lambda_loc, self.lambda_scale
         self.lambda_data, self.weights_data = _mixture_params(k_data, self.k, self.d, loc, scale)

@@ -19,7 +19,6 @@ context: ``context = {"noise": float [B, noise_dim], "condition": float [B, c] o
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -28,7 +27,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from jaxdiff._validation import check_int_range
+from jaxdiff._validation import check_int_range, check_real
 from jaxdiff.metrics import energy_score, energy_score_terms
 from jaxdiff.nets.embeddings import sinusoidal_embedding
 from jaxdiff.train.objectives import as_batch, example_keys
@@ -194,10 +193,7 @@ class EnergyScoreObjective:
             )
         noise_dim = check_int_range("noise_dim", noise_dim, 1)
         m_samples = check_int_range("m_samples", m_samples, 2)
-        if isinstance(lambda_energy, bool) or not isinstance(lambda_energy, int | float):
-            raise TypeError(f"lambda_energy must be a real number, got {lambda_energy!r}")
-        if not (math.isfinite(lambda_energy) and lambda_energy > 0):
-            raise ValueError(f"lambda_energy={lambda_energy!r} must be finite and > 0")
+        lambda_energy = check_real("lambda_energy", lambda_energy, 0.0, strict=True)
         return cls(
             bridge=bridge,
             noise_dim=noise_dim,

@@ -23,17 +23,10 @@ import math
 
 import jax.numpy as jnp
 
+from jaxdiff._validation import check_real
 from jaxdiff.counting.random import bessel, poisson
 
 __all__ = ["BesselM", "ConstantM", "PoissonM"]
-
-
-def _check_nonneg(field, value):
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{field} must be a real number, got {type(value).__name__}: {value!r}")
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"{field} must be finite and >= 0, got {value!r}")
-    return value
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,7 +39,7 @@ class ConstantM:
     m: float
 
     def __post_init__(self):
-        _check_nonneg("m", self.m)
+        check_real("m", self.m, 0.0)
 
     def __call__(self, key, abs_diff, w):
         """Slack ``M`` int32 of the broadcast shape of ``abs_diff`` and ``w``."""
@@ -64,8 +57,8 @@ class _BirthDeathRates:
     lam_m: float
 
     def __post_init__(self):
-        _check_nonneg("lam_p", self.lam_p)
-        _check_nonneg("lam_m", self.lam_m)
+        check_real("lam_p", self.lam_p, 0.0)
+        check_real("lam_m", self.lam_m, 0.0)
 
 
 @dataclasses.dataclass(frozen=True)
