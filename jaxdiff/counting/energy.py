@@ -28,7 +28,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from jaxdiff._validation import check_int_range, check_real
-from jaxdiff.metrics import energy_score, energy_score_terms
+from jaxdiff.metrics import energy_score_terms
 from jaxdiff.nets.embeddings import sinusoidal_embedding
 from jaxdiff.train.objectives import as_batch, example_keys
 
@@ -229,9 +229,10 @@ class EnergyScoreObjective:
         )
         preds = jnp.asarray(preds).astype(jnp.float32).reshape(b, m, -1)
         target = target.astype(jnp.float32)
-        loss = jnp.mean(energy_score(preds, target, lambda_energy=self.lambda_energy))
-        conf, inter = jax.lax.stop_gradient(energy_score_terms(preds, target))
-        return loss, {"loss": loss, "confinement": jnp.mean(conf), "interaction": jnp.mean(inter)}
+        conf, inter = energy_score_terms(preds, target)  # the pair distances, once
+        loss = jnp.mean(conf - 0.5 * self.lambda_energy * inter)  # = energy_score
+        aux = jax.lax.stop_gradient({"confinement": jnp.mean(conf), "interaction": jnp.mean(inter)})
+        return loss, {"loss": loss, **aux}
 
 
 def posterior_sampler(apply_fn: Callable, params, *, noise_dim: int) -> Callable:
