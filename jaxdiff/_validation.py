@@ -13,11 +13,14 @@ from collections.abc import Iterable
 import numpy as np
 
 __all__ = [
+    "check_bool",
     "check_choice",
     "check_finite_array",
     "check_int_range",
     "check_real",
     "check_unit_interval_array",
+    "concrete_value",
+    "is_concrete",
     "normalize_name",
 ]
 
@@ -29,6 +32,31 @@ def normalize_name(value) -> str:
     if not isinstance(value, str):
         raise TypeError(f"expected a name (str or enum), got {type(value).__name__}: {value!r}")
     return value.lower()
+
+
+def is_concrete(value) -> bool:
+    """True when ``value``'s entries are known here (not a JAX tracer inside jit/vmap/grad)."""
+    import jax
+
+    return not any(isinstance(v, jax.core.Tracer) for v in jax.tree_util.tree_leaves(value))
+
+
+def concrete_value(value) -> np.ndarray | None:
+    """``value`` as a float64 NumPy array, or None when it is traced (values unknown)."""
+    if not is_concrete(value):
+        return None
+    return np.asarray(value, dtype=np.float64)
+
+
+def check_bool(field: str, value) -> bool:
+    """Return ``value`` if it is a real ``bool`` (or NumPy bool), else raise ``TypeError``.
+
+    Strings such as ``"False"`` or ``"no"`` are truthy in Python; a flag that guards
+    safety or changes behaviour must not be taken from them.
+    """
+    if isinstance(value, bool | np.bool_):
+        return bool(value)
+    raise TypeError(f"{field} must be a bool (True or False), got {type(value).__name__}: {value!r}")
 
 
 def check_choice(field: str, value, choices: Iterable[str]) -> str:

@@ -5,6 +5,7 @@ Time embeddings, the diffusers-compatible UNet and AutoencoderKL, LoRA, IsoNext
 """
 
 from jaxdiff.nets.attention import Attention, BasicTransformerBlock, FeedForward, Transformer2D
+from jaxdiff.nets.bind import BoundModel, bind
 from jaxdiff.nets.config import HighResModelConfig
 from jaxdiff.nets.embeddings import GaussianFourierProjection, TimestepMLP, sinusoidal_embedding
 from jaxdiff.nets.isonext import AdaGN, IsoNext, IsoNextBlock, IsoNextConfig
@@ -27,6 +28,7 @@ __all__ = [
     "Attention",
     "AutoencoderKL",
     "BasicTransformerBlock",
+    "BoundModel",
     "Decoder",
     "DownBlock",
     "Downsample2D",
@@ -48,6 +50,7 @@ __all__ = [
     "UpBlock",
     "VAEConfig",
     "Upsample2D",
+    "bind",
     "init_adapters",
     "lora_trainable_mask",
     "merge_lora",
