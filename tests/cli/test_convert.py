@@ -124,3 +124,16 @@ def test_bad_inputs_exit_2_with_a_message(tmp_path, capsys):
     assert convert.run(_parse(args)) == 2
     assert "jaxdiff_config.json" in capsys.readouterr().err
     assert not (tmp_path / "c").exists()
+
+
+@pytest.mark.parametrize("data", [b"", b"\x08\x00\x00\x00\x00\x00\x00\x00{", b"\xff" * 64])
+def test_unreadable_weights_exit_2_with_one_line(tmp_path, capsys, data):
+    """Empty, truncated or random-byte weights: a one-line error naming the file, no traceback."""
+    MODELS["AutoencoderKL"].save_pretrained(tmp_path / "hf")
+    weights = tmp_path / "hf" / "diffusion_pytorch_model.safetensors"
+    weights.write_bytes(data)
+    assert convert.run(_parse(["--from", str(weights), "--to", str(tmp_path / "c")])) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("jaxdiff convert: error:") and "\n" not in err
+    assert str(weights) in err and "Traceback" not in err
+    assert not (tmp_path / "c").exists()

@@ -127,3 +127,78 @@ def test_key_report_truncates_long_lists():
     expected = {f"k{i}": (1,) for i in range(50)}
     with pytest.raises(StateDictMismatchError, match="and 30 more"):
         check_state_dict(expected, {})
+
+
+class _WritesMarker:
+    """Unpickling this runs ``open(marker, "w")``: the code-execution risk of pickles."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+@pytest.mark.parametrize("flag", ["False", "no", "", 0, 1, None, [False]])
+def test_allow_pickle_must_be_a_real_bool(tmp_path, flag):
+    """A string flag such as "False" is truthy: it must not switch the safe load off."""
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pt"
+    torch.save({"w": torch.ones(2), "x": _WritesMarker(marker)}, path)
+    with pytest.raises(TypeError, match="allow_pickle must be a bool"):
+        load_state_dict(path, allow_pickle=flag)
+    assert not marker.exists()
+    with pytest.raises(ValueError, match="allow_pickle=True"):  # the safe default refuses
+        load_state_dict(path)
+    assert not marker.exists()
+
+
+def _corrupt_copies(tmp_path, good: bytes, suffix: str) -> list:
+    variants = {
+        "empty": b"",
+        "truncated": good[: len(good) // 2],
+        "header_only": good[:8],
+        "random": np.random.default_rng(0).bytes(256),
+    }
+    paths = []
+    for name, data in variants.items():
+        path = tmp_path / f"{name}{suffix}"
+        path.write_bytes(data)
+        paths.append(path)
+    return paths
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pt"])
+@pytest.mark.parametrize("allow_pickle", [False, True])
+def test_unreadable_files_raise_value_error_naming_the_file(tmp_path, suffix, allow_pickle):
+    good = tmp_path / f"good{suffix}"
+    if suffix == ".pt":
+        torch.save({k: torch.from_numpy(v) for k, v in ARRAYS.items()}, good)
+    else:
+        save_safetensors(ARRAYS, good)
+    for path in _corrupt_copies(tmp_path, good.read_bytes(), suffix):
+        with pytest.raises(ValueError, match="not a readable") as info:
+            load_state_dict(path, allow_pickle=allow_pickle)
+        assert str(path) in str(info.value)
+
+
+def test_path_must_be_a_path():
+    for bad in (None, 3, b"w.safetensors", ["w.pt"]):
+        with pytest.raises(TypeError, match="path must be a str or os.PathLike"):
+            load_state_dict(bad)
+
+
+def test_save_safetensors_rejects_bad_arguments_before_writing(tmp_path):
+    path = tmp_path / "w.safetensors"
+    cases = [
+        ((ARRAYS, None), "path must be"),
+        (([("a", np.zeros(2))], path), "state_dict must be a mapping"),
+        (({"a": np.array(["text"])}, path), r"state_dict\['a'\] has dtype"),
+        (({"a": np.array([None])}, path), r"state_dict\['a'\] has dtype"),
+    ]
+    for args, msg in cases:
+        with pytest.raises(TypeError, match=msg):
+            save_safetensors(*args)
+    with pytest.raises(TypeError, match="metadata must be"):
+        save_safetensors(ARRAYS, path, metadata={"epoch": 3})
+    assert os.listdir(tmp_path) == []
