@@ -105,7 +105,7 @@ def jax_sampling(x1, n_steps, iters, repeats):
     @jax.jit
     def fn(key, params):
         model = posterior_sampler(apply_fn, params, noise_dim=NOISE_DIM)
-        return bridge.sample(key, x1, model, n_steps)
+        return bridge.sample(key, x1, model, n_steps).samples
 
     keys = iter(jax.random.split(jax.random.key(0), (iters + 1) * repeats + 2))
     return _median_seconds(lambda: fn(next(keys), params), _jax_sync, iters, repeats)

@@ -16,7 +16,8 @@ again (only re-evaluated), and more ``training.num_iterations`` continue it.
 Evaluation draws ``evaluation.num_samples`` fresh pairs ``(x0, x1, context)`` from the
 dataset's law (held out: never seen in training), generates ``x0`` from their ``x1`` (and
 context) with ``bridge.sample`` in ``evaluation.n_steps`` steps (one ``lax.scan``), and
-writes ``metrics.json`` (:func:`jaxdiff.counting.evaluate.sample_quality`), ``loss.png``,
+writes ``metrics.json`` (:func:`jaxdiff.counting.evaluate.sample_quality` plus the
+sampler's health ``all_finite`` and ``in_range``), ``loss.png``,
 ``bridge_marginals.png`` and ``histograms.png``. The constrained bridge is given the
 held-out per-feature mean as its target ``mu0``, as the original's constrained sampler is
 given its target mean (the aggregate is what that bridge conditions on).
@@ -80,9 +81,10 @@ def _build_model(model_cfg: dict, delta: bool):
 
 def train_and_evaluate(cfg: dict) -> dict:
     """Run the whole job for a plain-dict config; returns ``{"run_dir", "metrics"}``."""
-    from jaxdiff.counting.energy import EnergyScoreObjective, posterior_apply, posterior_sampler
+    from jaxdiff.counting.energy import EnergyScoreObjective, posterior_sampler
     from jaxdiff.counting.evaluate import sample_quality
     from jaxdiff.counting.factory import build_bridge, build_dataset
+    from jaxdiff.nets import bind
     from jaxdiff.train import fit, run_directory
 
     dataset = build_dataset(cfg["dataset"])
@@ -96,7 +98,7 @@ def train_and_evaluate(cfg: dict) -> dict:
         m_samples=model_cfg["m_samples"],
         lambda_energy=model_cfg["lambda_energy"],
     )
-    apply_fn = posterior_apply(module)
+    apply_fn = bind(module).apply_fn
     training = training_config(cfg["training"])
     bridge_cfg = {"bridge": cfg["bridge"], "slack_sampler": cfg["slack_sampler"]}
     run_dir = run_directory(cfg["output_dir"], model_cfg, cfg["dataset"], bridge_cfg)
@@ -129,9 +131,12 @@ def train_and_evaluate(cfg: dict) -> dict:
         model = posterior_sampler(apply_fn, params, noise_dim=noise_dim)
         return bridge.sample(key, held["x1"], model, ev["n_steps"], **extra)
 
-    generated = np.asarray(jax.jit(generate)(k_gen, fitted.state.ema_params))
+    out = jax.jit(generate)(k_gen, fitted.state.ema_params)
+    generated = np.asarray(out.samples)
     metrics = sample_quality(generated, held["x"], source=held["x1"])
     metrics.update(
+        all_finite=bool(out.all_finite),
+        in_range=bool(out.in_range),
         steps=int(fitted.state.step),
         trained_steps_this_call=int(fitted.state.step) - fitted.start_step,
         bridge=cfg["bridge"]["type"],

@@ -3,7 +3,9 @@
 Paper: Counting Flows ("Count-based Flow Matching"); reference code:
 github.com/njwfish/counting_flows (CuPy/NumPy). Data ``x0`` at ``t = 0``, source ``x1`` at
 ``t = 1``; every array of counts is int32 ``[batch, d]`` and every sampler takes a PRNG key
-first.
+first. Every count lies in ``[-MAX_COUNT, MAX_COUNT]`` (``2**24``, the float32-exact
+integers); ``bridge.sample`` returns a ``CountingSampleOutput`` (samples, optional
+trajectory, health report) for every bridge and every flag.
 """
 
 from jaxdiff.counting.bridge import SkellamBridge, skellam_reverse_step, skellam_thin
@@ -26,6 +28,7 @@ from jaxdiff.counting.energy import (
     posterior_sampler,
 )
 from jaxdiff.counting.random import (
+    MAX_COUNT,
     bessel,
     binomial_thin,
     hypergeometric,
@@ -33,16 +36,20 @@ from jaxdiff.counting.random import (
     multivariate_hypergeometric,
     poisson,
 )
+from jaxdiff.counting.sampling import INVALID_COUNT, CountingSampleOutput
 from jaxdiff.counting.schedules import SCHEDULE_TYPES, WeightSchedule, make_weight_schedule
 from jaxdiff.counting.slack import BesselM, ConstantM, PoissonM
 
 __all__ = [
     "CONDITION_TYPES",
+    "INVALID_COUNT",
+    "MAX_COUNT",
     "SCHEDULE_TYPES",
     "BesselM",
     "BetaBinomialDataset",
     "ConstantM",
     "ConstrainedSkellamBridge",
+    "CountingSampleOutput",
     "EnergyScoreObjective",
     "EnergyScorePosterior",
     "PoissonM",

@@ -19,65 +19,56 @@ Reverse step ``t -> s < t`` given a prediction ``x0_hat``: rebuild the latent fr
 ``diff = x_t - x0_hat`` and a fresh slack ``M_t = slack(key, |diff|, w(t))``, then thin with
 ``rho = w(s) / w(t)``: ``N_s ~ Binomial(N_t, rho)``, ``B_s ~ Hypergeometric(B_t, N_t - B_t,
 N_s)``, ``x_s = x_t - 2 (B_t - B_s) + (N_t - N_s)``; ``s = 0`` returns ``x0_hat``.
+
+Model-call convention and health report of ``sample``: see ``jaxdiff.counting.sampling``
+(``model(key, x_t, t [batch] float32, context)``: the posterior model is stochastic, so
+it takes a key, unlike the diffusion samplers' ``model_fn(x, t, context)``).
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from jaxdiff._validation import check_int_range
+from jaxdiff._broadcast import broadcast_t
+from jaxdiff._keys import as_key
+from jaxdiff.counting.checks import (
+    as_float_array,
+    bridge_options,
+    check_counts,
+    check_guidance,
+    check_model,
+    check_n_steps,
+    check_time_values,
+)
 from jaxdiff.counting.random import binomial_thin
-from jaxdiff.counting.schedules import make_weight_schedule
+from jaxdiff.counting.sampling import (
+    CountingSampleOutput,
+    model_prediction,
+    run_reverse_chain,
+    time_grid,
+)
 
 __all__ = ["SkellamBridge", "bridge_latent", "skellam_reverse_step", "skellam_thin"]
 
 
-def check_counts(field: str, x, batch_shape=None):
-    """``x`` as an int32 ``[batch, d]`` array; TypeError for non-integers, ValueError shape."""
-    arr = jnp.asarray(x)
-    if not jnp.issubdtype(arr.dtype, jnp.integer):
-        raise TypeError(f"{field} must be an integer array (counts), got dtype {arr.dtype}")
-    if arr.ndim != 2:
-        raise ValueError(f"{field} must have shape [batch, d] (2-D), got {arr.shape}")
-    if batch_shape is not None and arr.shape != tuple(batch_shape):
-        raise ValueError(f"{field} has shape {arr.shape}, expected {tuple(batch_shape)}")
-    return arr.astype(jnp.int32)
+def broadcast_time(key, t, x, homogeneous: bool):
+    """Times as float ``[batch, 1]`` for counts ``x`` ``[batch, d]``.
 
-
-def check_slack_sampler(slack_sampler):
-    if not callable(slack_sampler):
-        raise TypeError(f"slack_sampler must be callable (key, abs_diff, w), got {slack_sampler!r}")
-
-
-def check_time_values(t):
-    """Raise if a concrete ``t`` has entries outside ``[0, 1]`` or NaN (skipped for tracers)."""
-    try:
-        host = np.asarray(t, dtype=np.float64)
-    except Exception:  # traced: values cannot be checked here
-        return None
-    if not np.all((host >= 0.0) & (host <= 1.0)):
-        raise ValueError(f"t must lie in [0, 1]; got values in [{host.min()}, {host.max()}]")
-    return host
-
-
-def check_model(model):
-    if not callable(model):
-        raise TypeError(f"model must be callable (key, x_t, t, context) -> x0, got {model!r}")
-
-
-def broadcast_time(key, t, batch: int, homogeneous: bool):
-    """Times as float ``[batch, 1]``: uniform draws when ``t`` is None, else ``t`` broadcast."""
+    Uniform draws when ``t`` is None, else ``t`` (a float, ``[batch]`` or ``[batch, 1]``)
+    broadcast.
+    """
     ft = jnp.result_type(float)
+    batch = x.shape[0]
     if t is None:
         shape = (1, 1) if homogeneous else (batch, 1)
         return jnp.broadcast_to(jax.random.uniform(key, shape, ft), (batch, 1))
-    t = jnp.asarray(t, ft)
+    t = as_float_array("t", t)
     if t.shape not in ((), (batch,), (batch, 1)):
         raise ValueError(f"t must be a float or have shape ({batch}, 1), got shape {t.shape}")
     check_time_values(t)
-    return jnp.broadcast_to(t.reshape(-1, 1) if t.ndim else t, (batch, 1))
+    rows = t.reshape(-1) if t.ndim else t
+    return jnp.broadcast_to(broadcast_t(rows, x), (batch, 1))
 
 
 def bridge_latent(diff, slack):
@@ -99,6 +90,17 @@ def skellam_thin(key, n, b, rho):
     return kept[0] + kept[1], kept[0]
 
 
+def reverse_jumps(key, x_t, x0_hat, w_t, w_s, slack_sampler):
+    """``skellam_reverse_step`` that also returns the step's jump counts ``N_t``."""
+    k_m, k_thin = jax.random.split(key)
+    diff = x_t - x0_hat
+    m = slack_sampler(k_m, jnp.abs(diff), w_t).astype(jnp.int32)
+    n_t, b_t = bridge_latent(diff, m)
+    rho = jnp.where(w_t > 0, w_s / jnp.where(w_t > 0, w_t, 1.0), 0.0)
+    n_s, b_s = skellam_thin(k_thin, n_t, b_t, rho)
+    return x_t - 2 * (b_t - b_s) + (n_t - n_s), n_t
+
+
 def skellam_reverse_step(key, x_t, x0_hat, w_t, w_s, slack_sampler):
     """One reverse step ``t -> s`` of the Skellam bridge (int32 ``[batch, d]`` in and out).
 
@@ -110,48 +112,7 @@ def skellam_reverse_step(key, x_t, x0_hat, w_t, w_s, slack_sampler):
         w_s: schedule weight at ``s`` (``0 <= w_s <= w_t``).
         slack_sampler: ``(key, abs_diff, w) -> M``.
     """
-    k_m, k_thin = jax.random.split(key)
-    diff = x_t - x0_hat
-    m = slack_sampler(k_m, jnp.abs(diff), w_t).astype(jnp.int32)
-    n_t, b_t = bridge_latent(diff, m)
-    rho = jnp.where(w_t > 0, w_s / jnp.where(w_t > 0, w_t, 1.0), 0.0)
-    n_s, b_s = skellam_thin(k_thin, n_t, b_t, rho)
-    return x_t - 2 * (b_t - b_s) + (n_t - n_s)
-
-
-def check_guidance(guidance_x0, guidance_schedule, shape, n_steps):
-    if guidance_x0 is None:
-        return None, None
-    if guidance_schedule is None:
-        raise ValueError("guidance_schedule is required when guidance_x0 is given")
-    gx0 = jnp.asarray(guidance_x0)
-    if gx0.shape != tuple(shape):
-        raise ValueError(f"guidance_x0 has shape {gx0.shape}, expected {tuple(shape)}")
-    gs = jnp.asarray(guidance_schedule, jnp.result_type(float))
-    if gs.shape != (n_steps + 1,):
-        raise ValueError(
-            f"guidance_schedule must have shape ({n_steps + 1},) (n_steps + 1), got {gs.shape}"
-        )
-    return gx0.astype(jnp.result_type(float)), gs
-
-
-def predict_x0(model, key, x_t, t, context, k, delta, gx0, gs):
-    """Model call -> rounded int32 ``x0_hat`` (delta targets and guidance as upstream)."""
-    out = jnp.asarray(model(key, x_t, t, context))
-    out = out.astype(jnp.result_type(float)) + (x_t if delta else 0)
-    if gx0 is not None:
-        out = gs[k] * gx0 + (1.0 - gs[k]) * out
-    return jnp.round(out).astype(jnp.int32)
-
-
-def init_bridge(bridge, slack_sampler, schedule_type, delta, homogeneous_time, schedule_kwargs):
-    """Validate and store the constructor arguments shared by every Skellam bridge."""
-    check_slack_sampler(slack_sampler)
-    bridge.slack_sampler = slack_sampler
-    bridge.weight_schedule = make_weight_schedule(schedule_type, **schedule_kwargs)
-    bridge.schedule_type = bridge.weight_schedule.schedule_type
-    bridge.delta = bool(delta)
-    bridge.homogeneous_time = bool(homogeneous_time)
+    return reverse_jumps(key, x_t, x0_hat, w_t, w_s, slack_sampler)[0]
 
 
 class SkellamBridge:
@@ -175,25 +136,31 @@ class SkellamBridge:
         homogeneous_time=False,
         **schedule_kwargs,
     ):
-        init_bridge(self, slack_sampler, schedule_type, delta, homogeneous_time, schedule_kwargs)
+        options = bridge_options(
+            slack_sampler, schedule_type, delta, homogeneous_time, schedule_kwargs
+        )
+        self.slack_sampler, self.weight_schedule, self.delta, self.homogeneous_time = options
+        self.schedule_type = self.weight_schedule.schedule_type
 
     def __call__(self, key, x0, x1, t=None):
         """Sample ``x_t`` from the bridge: returns ``(t, x_t, target)``.
 
         Args:
-            key: PRNG key.
-            x0: int ``[batch, d]`` data (``t = 0``).
-            x1: int ``[batch, d]`` source (``t = 1``).
-            t: None (uniform draws), a float, or float ``[batch, 1]``.
+            key: PRNG key (typed, or a legacy ``uint32[2]`` key).
+            x0: int ``[batch, d]`` data (``t = 0``), ``|count| <= 2**24``.
+            x1: int ``[batch, d]`` source (``t = 1``), ``|count| <= 2**24``.
+            t: None (uniform draws), a float, or float ``[batch]`` / ``[batch, 1]`` in
+                ``[0, 1]``.
 
         Returns:
             ``t`` float32 ``[batch, 1]``, ``x_t`` int32 ``[batch, d]``, ``target`` int32: ``x0``
             or, with ``delta=True``, ``x0 - x_t``.
         """
+        key = as_key(key)
         x0 = check_counts("x0", x0)
         x1 = check_counts("x1", x1, x0.shape)
         k_t, k_m, k_thin = jax.random.split(key, 3)
-        t = broadcast_time(k_t, t, x0.shape[0], self.homogeneous_time)
+        t = broadcast_time(k_t, t, x0, self.homogeneous_time)
         diff = x1 - x0
         m = self.slack_sampler(k_m, jnp.abs(diff), self.weight_schedule(1.0))
         n_1, b_1 = bridge_latent(diff, m.astype(jnp.int32))
@@ -201,10 +168,14 @@ class SkellamBridge:
         x_t = x0 + 2 * b_t - n_t
         return t.astype(jnp.float32), x_t, (x0 - x_t) if self.delta else x0
 
+    def step_with_jumps(self, key, t_curr, t_next, x_t, x0_hat):
+        """``sample_step`` that also returns the step's jump counts (for the health)."""
+        w = self.weight_schedule
+        return reverse_jumps(key, x_t, x0_hat, w(t_curr), w(t_next), self.slack_sampler)
+
     def sample_step(self, key, t_curr, t_next, x_t, x0_hat):
         """Reverse step from ``t_curr`` to ``t_next < t_curr`` given int ``x0_hat``."""
-        w = self.weight_schedule
-        return skellam_reverse_step(key, x_t, x0_hat, w(t_curr), w(t_next), self.slack_sampler)
+        return self.step_with_jumps(key, t_curr, t_next, x_t, x0_hat)[0]
 
     def sample(
         self,
@@ -217,43 +188,41 @@ class SkellamBridge:
         return_trajectory=False,
         guidance_x0=None,
         guidance_schedule=None,
-    ):
+    ) -> CountingSampleOutput:
         """Generate ``x0`` from ``x1`` in ``n_steps`` uniform steps: one ``lax.scan``.
 
         Args:
-            key: PRNG key.
-            x1: int ``[batch, d]`` source counts at ``t = 1``.
+            key: PRNG key (typed, or a legacy ``uint32[2]`` key).
+            x1: int ``[batch, d]`` source counts at ``t = 1`` (``|count| <= 2**24``).
             model: ``model(key, x_t, t, context) -> x0`` prediction (float or int
-                ``[batch, d]``; a delta ``x0 - x_t`` when ``delta=True``); ``x_t`` is int32,
-                ``t`` float ``[batch, 1]``.
-            n_steps: number of steps (static int >= 1).
+                ``[batch, d]``; a delta ``x0 - x_t`` when ``delta=True``); ``x_t`` is int32
+                ``[batch, d]``, ``t`` float32 ``[batch]`` (see ``jaxdiff.counting.sampling``
+                for why the model takes a key).
+            n_steps: number of steps (static int, ``1 <= n_steps <= 10**6``).
             context: passed through to ``model``.
             return_trajectory: also return the states ``[n_steps + 1, batch, d]`` from
-                ``x1`` to ``x0``.
+                ``x1`` to ``x0`` (static bool; at most 4 GiB).
             guidance_x0: int or float ``[batch, d]``; the prediction becomes
                 ``g[k] * guidance_x0 + (1 - g[k]) * x0_hat`` at grid index ``k``, as upstream.
             guidance_schedule: ``g``, float ``[n_steps + 1]`` (needed with ``guidance_x0``).
 
         Returns:
-            int32 ``[batch, d]`` samples (and the trajectory when asked).
+            ``CountingSampleOutput``: ``samples`` int32 ``[batch, d]``, ``trajectory``
+            (or None) and the health report (finite model outputs, counts in range).
         """
+        key = as_key(key)
         x1 = check_counts("x1", x1)
         check_model(model)
-        n_steps = check_int_range("n_steps", n_steps, 1)
+        n_steps, return_trajectory = check_n_steps(n_steps, x1.shape, return_trajectory)
         gx0, gs = check_guidance(guidance_x0, guidance_schedule, x1.shape, n_steps)
-        grid = jnp.linspace(0.0, 1.0, n_steps + 1, dtype=jnp.result_type(float))
-        batch = x1.shape[0]
+        grid = time_grid(n_steps)
 
-        def body(x_t, inp):
-            k, step_key = inp
-            k_model, k_step = jax.random.split(step_key)
-            t = jnp.full((batch, 1), grid[k])
-            x0_hat = predict_x0(model, k_model, x_t, t, context, k, self.delta, gx0, gs)
-            x_s = self.sample_step(k_step, grid[k], grid[k - 1], x_t, x0_hat)
-            return x_s, x_s
+        def predict(k_model, k, t, x_t):
+            return model_prediction(model, k_model, x_t, t, context, k, self.delta, gx0, gs)
 
-        steps = jnp.arange(n_steps, 0, -1)
-        x0, traj = jax.lax.scan(body, x1, (steps, jax.random.split(key, n_steps)))
-        if return_trajectory:
-            return x0, jnp.concatenate([x1[None], traj])
-        return x0
+        def step(k_step, k, x_t, x0_hat):
+            return self.step_with_jumps(k_step, grid[k], grid[k - 1], x_t, x0_hat)
+
+        return run_reverse_chain(
+            key, x1, n_steps, predict, step, return_trajectory=return_trajectory
+        )

@@ -34,18 +34,25 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdiff._validation import check_int_range
-from jaxdiff.counting.bridge import (
-    SkellamBridge,
-    bridge_latent,
+from jaxdiff._keys import as_key
+from jaxdiff._validation import concrete_value
+from jaxdiff.counting.bridge import SkellamBridge, bridge_latent
+from jaxdiff.counting.checks import (
+    as_float_array,
+    bridge_options,
     check_counts,
     check_guidance,
     check_model,
+    check_n_steps,
     check_time_values,
-    init_bridge,
-    predict_x0,
 )
-from jaxdiff.counting.random import multinomial_split, multivariate_hypergeometric
+from jaxdiff.counting.random import MAX_COUNT, multinomial_split, multivariate_hypergeometric
+from jaxdiff.counting.sampling import (
+    CountingSampleOutput,
+    model_prediction,
+    run_reverse_chain,
+    time_grid,
+)
 
 __all__ = [
     "ConstrainedSkellamBridge",
@@ -95,7 +102,7 @@ def _shared_time(key, t, batch):
     ft = jnp.result_type(float)
     if t is None:
         return jax.random.uniform(key, (), ft)
-    t = jnp.asarray(t, ft)
+    t = as_float_array("t", t)
     if t.shape not in ((), (batch,), (batch, 1)):
         raise ValueError(f"t must be a float or have shape ({batch}, 1), got shape {t.shape}")
     host = check_time_values(t)  # None when traced: the first row's time is used
@@ -120,14 +127,19 @@ class ConstrainedSkellamBridge:
         homogeneous_time=True,
         **schedule_kwargs,
     ):
-        del homogeneous_time  # accepted for symmetry: the time is always shared
-        init_bridge(self, slack_sampler, schedule_type, delta, True, schedule_kwargs)
+        options = bridge_options(
+            slack_sampler, schedule_type, delta, homogeneous_time, schedule_kwargs
+        )
+        self.slack_sampler, self.weight_schedule, self.delta, _ = options
+        self.homogeneous_time = True  # the rows are coupled: the time is always shared
+        self.schedule_type = self.weight_schedule.schedule_type
 
     def __call__(self, key, x0, x1, t=None):
         """Sample ``(t [batch, 1] float32, x_t int32 [batch, d], target)``.
 
         ``sum_b x_t`` equals ``sum_b x0 + round(w(t) * sum_b (x1 - x0))`` exactly.
         """
+        key = as_key(key)
         x0 = check_counts("x0", x0)
         x1 = check_counts("x1", x1, x0.shape)
         k_t, k_m, k_thin = jax.random.split(key, 3)
@@ -155,64 +167,66 @@ class ConstrainedSkellamBridge:
         return_trajectory=False,
         guidance_x0=None,
         guidance_schedule=None,
-    ):
+    ) -> CountingSampleOutput:
         """Generate ``x0`` from ``x1`` with batch totals ``T_k`` exact at every step.
 
         Arguments as ``SkellamBridge.sample``, plus ``mu0``: float ``[d]`` target per-feature
         batch mean of ``x0`` (upstream's ``mu_0``; default: the mean of ``x1``, i.e. the
         totals are kept). The final sample has column totals ``round(batch * mu0)``.
         Predictions are clipped at 0 before projection (counts).
+
+        Returns:
+            ``CountingSampleOutput`` (``samples``, optional ``trajectory``, health), as
+            ``SkellamBridge.sample``; rows of a non-finite model output hold
+            ``INVALID_COUNT``, so their column totals are then no longer exact.
         """
+        key = as_key(key)
         x1 = check_counts("x1", x1)
         check_model(model)
-        n_steps = check_int_range("n_steps", n_steps, 1)
+        n_steps, return_trajectory = check_n_steps(n_steps, x1.shape, return_trajectory)
         gx0, gs = check_guidance(guidance_x0, guidance_schedule, x1.shape, n_steps)
-        batch, dim = x1.shape
-        ft = jnp.result_type(float)
-        if mu0 is None:
-            s0 = x1.sum(0)
-        else:
-            mu0 = jnp.asarray(mu0, ft)
-            if mu0.shape != (dim,):
-                raise ValueError(f"mu0 must have shape ({dim},), got {mu0.shape}")
-            try:
-                bad = bool(np.any(~(np.asarray(mu0) >= 0)))
-            except Exception:  # traced
-                bad = False
-            if bad:
-                raise ValueError("mu0 must be finite and >= 0 (per-feature mean counts)")
-            s0 = jnp.round(mu0 * batch).astype(jnp.int32)
-        grid = jnp.linspace(0.0, 1.0, n_steps + 1, dtype=ft)
-        w_grid = self.weight_schedule(grid)
+        s0 = target_totals(mu0, x1)
+        w_grid = self.weight_schedule(time_grid(n_steps))
         net_grid = jnp.round(w_grid[:, None] * (x1.sum(0) - s0)).astype(jnp.int32)
 
-        def body(x_t, inp):
-            k, step_key = inp
-            k_model, k_proj, k_m, k_thin = jax.random.split(step_key, 4)
-            t = jnp.full((batch, 1), grid[k])
-            x0_hat = predict_x0(model, k_model, x_t, t, context, k, self.delta, gx0, gs)
+        def predict(k_model, k, t, x_t):
+            return model_prediction(model, k_model, x_t, t, context, k, self.delta, gx0, gs)
+
+        def step(k_step, k, x_t, x0_hat):
+            k_proj, k_m, k_thin = jax.random.split(k_step, 3)
             x0_hat = project_column_sums(k_proj, jnp.maximum(x0_hat, 0), s0)
             diff = x_t - x0_hat
             m = self.slack_sampler(k_m, jnp.abs(diff), w_grid[k]).astype(jnp.int32)
             n_t, b_t = bridge_latent(diff, m)
             rho = w_grid[k - 1] / w_grid[k]
             up, down = constrained_thin(k_thin, b_t, n_t - b_t, net_grid[k - 1], rho)
-            x_s = x0_hat + up - down
-            return x_s, x_s
+            return x0_hat + up - down, n_t
 
-        steps = jnp.arange(n_steps, 0, -1)
-        x0, traj = jax.lax.scan(body, x1, (steps, jax.random.split(key, n_steps)))
-        if return_trajectory:
-            return x0, jnp.concatenate([x1[None], traj])
-        return x0
+        return run_reverse_chain(
+            key, x1, n_steps, predict, step, return_trajectory=return_trajectory
+        )
+
+
+def target_totals(mu0, x1):
+    """Column totals ``round(batch * mu0)`` int32 ``[d]`` (default: the totals of ``x1``)."""
+    batch, dim = x1.shape
+    if mu0 is None:
+        return x1.sum(0)
+    mu0 = as_float_array("mu0", mu0)
+    if mu0.shape != (dim,):
+        raise ValueError(f"mu0 must have shape ({dim},), got {mu0.shape}")
+    host = concrete_value(mu0)
+    if host is not None and (np.any(host < 0) or np.any(host * batch > MAX_COUNT)):
+        raise ValueError(
+            f"mu0 must be >= 0 (per-feature mean counts) with batch * mu0 <= 2**24; got "
+            f"values in [{host.min()}, {host.max()}] for batch {batch}"
+        )
+    return jnp.round(jnp.clip(mu0 * batch, 0, MAX_COUNT)).astype(jnp.int32)
 
 
 def _check_nonnegative(field, x):
-    try:
-        host = np.asarray(x)
-    except Exception:  # traced
-        return
-    if host.size and host.min() < 0:
+    host = concrete_value(check_counts(field, x))
+    if host is not None and host.min() < 0:
         raise ValueError(f"{field} must be non-negative counts, got minimum {host.min()}")
 
 
@@ -236,7 +250,7 @@ class ReflectedSkellamBridge(SkellamBridge):
         x_t = jnp.abs(x_t)
         return t, x_t, (check_counts("x0", x0) - x_t) if self.delta else target
 
-    def sample_step(self, key, t_curr, t_next, x_t, x0_hat):
-        """Reflected reverse step: ``|signed step toward max(x0_hat, 0)|``."""
-        x0_hat = jnp.maximum(x0_hat, 0)
-        return jnp.abs(super().sample_step(key, t_curr, t_next, x_t, x0_hat))
+    def step_with_jumps(self, key, t_curr, t_next, x_t, x0_hat):
+        """Reflected reverse step ``|signed step toward max(x0_hat, 0)|`` and its jumps."""
+        x_s, n_t = super().step_with_jumps(key, t_curr, t_next, x_t, jnp.maximum(x0_hat, 0))
+        return jnp.abs(x_s), n_t

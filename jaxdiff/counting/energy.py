@@ -27,10 +27,14 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from jaxdiff._broadcast import broadcast_t
+from jaxdiff._keys import example_keys
 from jaxdiff._validation import check_int_range, check_real
+from jaxdiff.counting.checks import check_counts
 from jaxdiff.metrics import energy_score_terms
+from jaxdiff.nets.bind import bind
 from jaxdiff.nets.embeddings import sinusoidal_embedding
-from jaxdiff.train.objectives import as_batch, example_keys
+from jaxdiff.train.objectives import as_batch
 
 __all__ = [
     "EnergyScoreObjective",
@@ -40,12 +44,13 @@ __all__ = [
 ]
 
 
-def _batch_time(t, batch: int):
-    """``t`` (scalar, ``[B]`` or ``[B, 1]``) as float32 ``[B, 1]``."""
+def _batch_time(t, x_t):
+    """``t`` (scalar, ``[B]`` or ``[B, 1]``) as float32 ``[B, 1]`` for ``x_t`` ``[B, d]``."""
     t = jnp.asarray(t, jnp.float32)
+    batch = x_t.shape[0]
     if t.shape not in ((), (batch,), (batch, 1)):
         raise ValueError(f"t has shape {t.shape}; expected (), ({batch},) or ({batch}, 1)")
-    return jnp.broadcast_to(t.reshape(-1, 1) if t.ndim else t, (batch, 1))
+    return jnp.broadcast_to(broadcast_t(t.reshape(-1) if t.ndim else t, x_t), (batch, 1))
 
 
 def _split_context(context, batch: int, noise_dim: int):
@@ -125,7 +130,7 @@ class EnergyScorePosterior(nn.Module):
             raise ValueError(f"x_t has shape {x_t.shape}; expected [B, d] (2-D)")
         batch, d = x_t.shape
         dtype = self.dtype or jnp.float32
-        t = _batch_time(t, batch)
+        t = _batch_time(t, x_t)
         noise, cond = _split_context(context, batch, self.noise_dim)
         xf = x_t.astype(jnp.float32)
         x_in = jnp.sign(xf) * jnp.log1p(jnp.abs(xf)) if self.log1p_inputs else xf
@@ -143,12 +148,11 @@ class EnergyScorePosterior(nn.Module):
 
 
 def posterior_apply(module: nn.Module) -> Callable:
-    """The engine's ``apply_fn(params, x_t, t, context)`` for ``module`` (no mutable state)."""
+    """The engine's ``apply_fn(params, x_t, t, context)`` for ``module``.
 
-    def apply_fn(params, x_t, t, context=None):
-        return module.apply({"params": params}, x_t, t, context)
-
-    return apply_fn
+    Shorthand for ``jaxdiff.nets.bind(module).apply_fn`` (``t`` broadcast to ``[B]``).
+    """
+    return bind(module).apply_fn
 
 
 @struct.dataclass
@@ -211,12 +215,11 @@ class EnergyScoreObjective:
         batch = as_batch(batch)
         if "x1" not in batch:
             raise ValueError(f"batch needs an 'x1' entry (source counts), got keys {sorted(batch)}")
-        x0 = jnp.asarray(batch["x"])
-        if x0.ndim != 2:
-            raise ValueError(f"batch['x'] has shape {x0.shape}; expected [B, d] (2-D)")
+        x0 = check_counts("batch['x']", batch["x"])
+        x1 = check_counts("batch['x1']", batch["x1"], x0.shape)
         b, m = x0.shape[0], self.m_samples
         keys = jax.vmap(jax.random.split)(example_keys(key, b))  # [B, 2]
-        t, x_t, target = self.bridge(keys[0, 0], x0, batch["x1"])
+        t, x_t, target = self.bridge(keys[0, 0], x0, x1)
         noise = jax.vmap(lambda k: jax.random.normal(k, (m, self.noise_dim)))(keys[:, 1])
         cond = batch.get("context")
         if cond is not None:
@@ -242,6 +245,10 @@ def posterior_sampler(apply_fn: Callable, params, *, noise_dim: int) -> Callable
     ``apply_fn(params, x_t, t [B], {"noise": eps, "condition": context})`` (the bridge
     sampler rounds it).
     """
+    if not callable(apply_fn):
+        raise TypeError(
+            f"apply_fn must be callable (params, x_t, t, context), got {apply_fn!r:.60}"
+        )
     noise_dim = check_int_range("noise_dim", noise_dim, 1)
 
     def model(key, x_t, t, context=None):

@@ -2,14 +2,16 @@
 
 Each dict names its kind in ``type``; the other keys are the constructor's keyword
 arguments, so ``{"type": "bessel", "lam_p": 4.0, "lam_m": 4.0}`` is ``BesselM(4.0, 4.0)``.
-Unknown types and unknown keys raise a ValueError naming them and what is allowed.
+The names are ``jaxdiff._registry.Registry`` tables (``SLACK_SAMPLERS``, ``BRIDGES``,
+``DATASETS``); unknown types and unknown keys raise a ValueError naming them and what is
+allowed.
 """
 
 from __future__ import annotations
 
 import inspect
 
-from jaxdiff._validation import check_choice
+from jaxdiff._registry import Registry
 from jaxdiff.counting.bridge import SkellamBridge
 from jaxdiff.counting.constrained import ConstrainedSkellamBridge, ReflectedSkellamBridge
 from jaxdiff.counting.data import BetaBinomialDataset, PoissonMixtureDataset
@@ -17,23 +19,27 @@ from jaxdiff.counting.slack import BesselM, ConstantM, PoissonM
 
 __all__ = ["BRIDGES", "DATASETS", "SLACK_SAMPLERS", "build_bridge", "build_dataset", "build_slack"]
 
-SLACK_SAMPLERS = {"constant": ConstantM, "poisson": PoissonM, "bessel": BesselM}
-BRIDGES = {
-    "skellam": SkellamBridge,
-    "constrained": ConstrainedSkellamBridge,
-    "reflected": ReflectedSkellamBridge,
-}
-DATASETS = {"poisson_mixture": PoissonMixtureDataset, "beta_binomial": BetaBinomialDataset}
+SLACK_SAMPLERS = Registry("slack_sampler.type")
+SLACK_SAMPLERS.register("constant", ConstantM)
+SLACK_SAMPLERS.register("poisson", PoissonM)
+SLACK_SAMPLERS.register("bessel", BesselM)
+BRIDGES = Registry("bridge.type")
+BRIDGES.register("skellam", SkellamBridge)
+BRIDGES.register("constrained", ConstrainedSkellamBridge)
+BRIDGES.register("reflected", ReflectedSkellamBridge)
+DATASETS = Registry("dataset.type")
+DATASETS.register("poisson_mixture", PoissonMixtureDataset)
+DATASETS.register("beta_binomial", BetaBinomialDataset)
 
 
-def _split(field: str, cfg, registry: dict):
+def _split(field: str, cfg, registry: Registry):
     if not isinstance(cfg, dict):
         raise TypeError(f"{field} must be a dict with a 'type' entry, got {type(cfg).__name__}")
     if "type" not in cfg:
         raise ValueError(f"{field} needs a 'type' entry, one of {sorted(registry)}")
-    kind = check_choice(f"{field}.type", cfg["type"], registry)
+    kind = registry.canonical(cfg["type"])
     kwargs = {k: v for k, v in cfg.items() if k != "type"}
-    cls = registry[kind]
+    cls = registry.get(kind)
     params = inspect.signature(cls).parameters
     if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
         unknown = sorted(set(kwargs) - set(params))

@@ -25,7 +25,8 @@ Cost: two ``lax.while_loop`` s whose trip counts are the widest window in the ba
 ``~ 9 sd`` (both sides walk at once, ``sqrt(2 |LOG_EPS|) sd`` each), and the largest
 ``|X - m0|``, for standard deviation ``sd``, in iterations of ``UNROLL`` masked steps each on a GPU
 (fewer loop round trips; finished elements do not move); memory ``O(size)``. Counts must stay below
-``2**24`` (float32 ratios) unless ``jax_enable_x64`` is on.
+``MAX_COUNT = 2**24`` (float32 ratios; the bridges check inputs against it and report it in
+their sampling health).
 
 Multivariate hypergeometric and multinomial splits over the leading axis of ``n`` rows use
 a binary tree of conditional hypergeometric / binomial draws (exact: the multivariate laws
@@ -42,6 +43,7 @@ import jax
 import jax.numpy as jnp
 
 __all__ = [
+    "MAX_COUNT",
     "bessel",
     "binomial_thin",
     "hypergeometric",
@@ -51,6 +53,7 @@ __all__ = [
 ]
 
 LOG_EPS = -40.0
+MAX_COUNT = 2**24  # the largest float32-exact integer: the documented range of every count
 # Steps per while-loop iteration off the CPU. Finished elements are masked, so extra
 # steps are no-ops and the draw is unchanged; on a GPU each iteration costs a predicate
 # copy to the host, and the unrolled elementwise steps fuse into one kernel (8 was the

@@ -14,6 +14,11 @@ time in the reverse step), as in Counting Flows (github.com/njwfish/counting_flo
 * ``PoissonM(lam_p, lam_m)``: ``Poisson(2 sqrt(lam_p lam_m) * w)``, ignoring ``abs_diff``.
   The original's (numpy-only) ``PoissonM`` has no ``w``; scaling by ``w`` matches the two
   others and changes nothing in the forward bridge, where ``w = 1``.
+
+Every size (``m``, ``lam_p``, ``lam_m``) must be at most ``MAX_COUNT = 2**24``, the range of
+the counts (larger ones would saturate the int32 slack or leave the float32-exact range);
+the bridges report the slack they actually drew through their jump counts
+(``CountingSampleOutput.max_count``).
 """
 
 from __future__ import annotations
@@ -24,14 +29,25 @@ import math
 import jax.numpy as jnp
 
 from jaxdiff._validation import check_real
-from jaxdiff.counting.random import bessel, poisson
+from jaxdiff.counting.random import MAX_COUNT, bessel, poisson
 
 __all__ = ["BesselM", "ConstantM", "PoissonM"]
 
 
+def _check_size(field: str, value) -> float:
+    """``value`` as a float in ``[0, MAX_COUNT]`` (finite; no strings or bools)."""
+    value = check_real(field, value, 0.0)
+    if value > MAX_COUNT:
+        raise ValueError(
+            f"{field}={value} is too large: the slack must stay within the count range "
+            f"0 <= {field} <= 2**24 = {MAX_COUNT}"
+        )
+    return value
+
+
 @dataclasses.dataclass(frozen=True)
 class ConstantM:
-    """Deterministic slack ``round(m * w)`` (``m >= 0``); the key is unused.
+    """Deterministic slack ``round(m * w)`` (``0 <= m <= 2**24``); the key is unused.
 
     Call: ``(key, abs_diff [..], w [float, broadcastable]) -> int32 [..]``.
     """
@@ -39,7 +55,7 @@ class ConstantM:
     m: float
 
     def __post_init__(self):
-        check_real("m", self.m, 0.0)
+        _check_size("m", self.m)
 
     def __call__(self, key, abs_diff, w):
         """Slack ``M`` int32 of the broadcast shape of ``abs_diff`` and ``w``."""
@@ -51,14 +67,14 @@ class ConstantM:
 
 @dataclasses.dataclass(frozen=True)
 class _BirthDeathRates:
-    """The birth and death rates ``lam_p``, ``lam_m`` (>= 0) of a slack law."""
+    """The birth and death rates ``lam_p``, ``lam_m`` (in ``[0, 2**24]``) of a slack law."""
 
     lam_p: float
     lam_m: float
 
     def __post_init__(self):
-        check_real("lam_p", self.lam_p, 0.0)
-        check_real("lam_m", self.lam_m, 0.0)
+        _check_size("lam_p", self.lam_p)
+        _check_size("lam_m", self.lam_m)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -119,7 +119,10 @@ def test_sample_shapes_scan_and_oracle(key):
     run = jax.jit(
         lambda k: bridge.sample(k, X1, oracle_model, 6, context=X0, return_trajectory=True)
     )
-    x0, traj = run(key)
+    out = run(key)
+    x0, traj = out.samples, out.trajectory
+    assert bool(out.all_finite) and bool(out.in_range) and int(out.first_nonfinite_step) == -1
+    assert int(out.max_count) >= np.abs(X1).max()
     assert x0.dtype == jnp.int32 and x0.shape == X0.shape
     assert traj.dtype == jnp.int32 and traj.shape == (7, *X0.shape)
     np.testing.assert_array_equal(traj[0], X1)
@@ -135,7 +138,9 @@ def test_guidance_and_delta(key):
     run = jax.jit(
         lambda k: bridge.sample(k, X1, zero_delta, 4, guidance_x0=X0, guidance_schedule=jnp.ones(5))
     )
-    np.testing.assert_array_equal(run(key), X0)
+    out = run(key)
+    assert out.trajectory is None
+    np.testing.assert_array_equal(out.samples, X0)
 
 
 def test_vmap_over_keys_and_delta_target(key):

@@ -58,7 +58,9 @@ def test_sample_totals_exact_at_every_step(key):
     run = jax.jit(
         lambda k: bridge.sample(k, X1, model, n_steps, mu0=mu0, context=X0, return_trajectory=True)
     )
-    x0, traj = run(key)
+    out = run(key)
+    x0, traj = out.samples, out.trajectory
+    assert bool(out.all_finite) and bool(out.in_range)
     assert x0.dtype == jnp.int32 and traj.shape == (n_steps + 1, *X1.shape)
     s0 = np.round(12 * mu0)
     w = cosine(np.linspace(0, 1, n_steps + 1))
@@ -130,7 +132,7 @@ def test_reflected_bridge_folded_law_and_nonnegative_sampling(key):
         assert chisq_pvalue(np.asarray(x_t)[2:, j], support, folded) > 1e-3
 
     noisy = lambda k, x, t, c: 3.0 * jax.random.normal(k, x.shape)  # noqa: E731
-    _, traj = jax.jit(lambda k: bridge.sample(k, X1, noisy, 5, return_trajectory=True))(key)
+    traj = jax.jit(lambda k: bridge.sample(k, X1, noisy, 5, return_trajectory=True))(key).trajectory
     assert traj.dtype == jnp.int32 and bool(jnp.all(traj >= 0))
     with pytest.raises(ValueError, match="x0 must be non-negative"):
         bridge(key, -np.ones((1, 2), np.int32), x1)

@@ -233,7 +233,7 @@ def test_energy_score_training_learns_the_posterior_at_t1():
     assert losses[-1] < losses[0]
     assert matches_data_law(res.state.params)
     model = posterior_sampler(apply_fn, res.state.params, noise_dim=noise)
-    gen = np.asarray(bridge.sample(jax.random.key(4), x_t[:2000], model, 10))
+    gen = np.asarray(bridge.sample(jax.random.key(4), x_t[:2000], model, 10).samples)
     assert gen.dtype == np.int32 and gen.shape == (2000, 2)
     assert np.all(np.abs(gen.mean(0) - 6.0) < 0.8)
     assert np.all(np.abs(gen.var(0) / 6.0 - 1.0) < 0.5)
