@@ -11,8 +11,9 @@ DDPM loss, backward, global-norm clipping, AdamW (jaxdiff: plus the parameter EM
 - PyTorch: bf16 autocast, ``channels_last``, fused AdamW, eager and ``torch.compile``.
 
 Reports images/s (median over timed windows after warm-up), peak device memory, and the
-model-FLOPs utilisation of the jaxdiff step (XLA's cost analysis of the compiled step /
-time, against the H100's dense bf16 peak, 989 TFLOP/s). Writes JSON.
+model-FLOPs utilisation of the jaxdiff step (matrix FLOPs counted on the step's jaxpr by
+:mod:`benchmarks.flops` / time, against the dense bf16 peak of the H100 and H200, both
+989 TFLOP/s). Writes JSON. Run from the repository root (``benchmarks`` importable).
 
     python benchmarks/unet_train.py [--batch 64] [--steps 30] [--out unet_train.json]
 """
@@ -29,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-H100_BF16_PEAK = 989e12
+HOPPER_BF16_PEAK = 989e12  # H100 SXM and H200: same tensor cores and clock
 
 DIFFUSERS_CONFIG = dict(
     sample_size=64,
@@ -54,8 +55,9 @@ def _median_rate(step, batch, steps, windows=3):
 def bench_jaxdiff(batch, steps):
     from diffusers import UNet2DModel
 
+    from benchmarks.flops import count_flops
     from jaxdiff.interop import config_from_diffusers
-    from jaxdiff.nets import UNet
+    from jaxdiff.nets import UNet, bind
     from jaxdiff.schedules.config import NoiseSchedulerConfig, build_schedule
     from jaxdiff.train import (
         DenoisingObjective,
@@ -72,22 +74,17 @@ def bench_jaxdiff(batch, steps):
     tx = make_optimizer(train_cfg, 10_000)
     objective = DenoisingObjective.create(build_schedule(NoiseSchedulerConfig()))
 
-    def apply_fn(params, x, t, context):
-        return module.apply({"params": params}, x, t)
-
     key = jax.random.key(0)
     x = jax.random.normal(key, (batch, 64, 64, 3))
     params = jax.jit(module.init)(key, x[:1], jnp.zeros((1,), jnp.int32))["params"]
     n_params = sum(p.size for p in jax.tree.leaves(params))
     state = TrainState.create(key, params, tx)
-    step = make_train_step(apply_fn, objective, tx, train_cfg)
+    step = make_train_step(bind(module).apply_fn, objective, tx, train_cfg)
     lowered = step.lower(state, {"x": x})
     compiled = lowered.compile()
-    # count FLOPs on the HLO before compilation: after it, convolutions and GEMMs are
-    # library custom calls (cuDNN, cuBLAS) that XLA's cost analysis does not count
-    cost = lowered.cost_analysis()
-    cost = cost[0] if isinstance(cost, list) else cost
-    flops = float(cost.get("flops", 0.0))
+    # XLA's cost analysis is None on the H200 machine's JAX (0.11.2) GPU build and does
+    # not count cuDNN / cuBLAS custom calls after compilation: count on the jaxpr
+    flops = count_flops(step, state, {"x": x})
     holder = {"state": state}
 
     def run(k):
@@ -104,7 +101,7 @@ def bench_jaxdiff(batch, steps):
         "images_per_s": rate,
         "params_M": n_params / 1e6,
         "step_tflop": flops / 1e12,
-        "mfu": flops * rate / batch / H100_BF16_PEAK if flops else None,
+        "mfu": flops * rate / batch / HOPPER_BF16_PEAK if flops else None,
         "peak_GiB": stats.get("peak_bytes_in_use", 0) / 2**30,
     }
 
