@@ -48,6 +48,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxdiff._keys import as_key
 from jaxdiff._validation import check_choice, check_finite_array, check_int_range, check_real
 
 __all__ = [
@@ -61,6 +62,17 @@ CONDITION_TYPES = ("none", "multiplier", "additive", "mixture")
 BETA_BINOMIAL_CONDITION_TYPES = ("none", "multiplier")
 RATE_FLOOR = 1e-3  # smallest mixture rate: |Normal| can be ~0, a zero rate is degenerate
 _MAX_SEED = 2**31 - 1
+MAX_ENTRIES = 2**28  # rows * d of one drawn array (1 GiB of int32): larger sizes are refused
+
+
+def _check_entries(field: str, rows: int, d: int) -> int:
+    """``rows`` if ``rows * d <= MAX_ENTRIES``, else a ValueError before any allocation."""
+    if rows * d > MAX_ENTRIES:
+        raise ValueError(
+            f"{field}={rows} with d={d} is {rows * d} entries per array; at most "
+            f"{MAX_ENTRIES} (2**28) are allowed"
+        )
+    return rows
 
 
 def _check_positive_range(field: str, value) -> tuple[float, float]:
@@ -148,6 +160,7 @@ class _CountDataset:
         """Validate the common arguments; return ``(param_key, data_key)``."""
         self.size = check_int_range("size", size, 1)
         self.d = check_int_range("d", d, 1)
+        _check_entries("size", self.size, self.d)
         self.condition_type = check_choice("condition_type", condition_type, allowed)
         self.multiplier_range = _check_positive_range("multiplier_range", multiplier_range)
         self.seed = check_int_range("seed", seed, 0, _MAX_SEED)
@@ -177,7 +190,8 @@ class _CountDataset:
           ``{"x": int32 [n, d] (x0), "x1": int32 [n, d], "context": float32 [n, 1]}``;
           no ``"context"`` key for ``condition_type="none"``.
         """
-        x0, x1, context = self._draw(key, check_int_range("n", n, 1))
+        n = _check_entries("n", check_int_range("n", n, 1), self.d)
+        x0, x1, context = self._draw(as_key(key), n)
         out = {"x": x0, "x1": x1}
         if context is not None:
             out["context"] = context
