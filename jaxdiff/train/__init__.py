@@ -12,7 +12,13 @@ Typical use::
     result = fit(jax.random.key(cfg.seed), params, apply_fn, objective, data, cfg, run_dir=run)
 """
 
-from jaxdiff.train.checkpoint import CheckpointManager, canonical_config, config_hash, run_directory
+from jaxdiff.train.checkpoint import (
+    CheckpointManager,
+    CheckpointMismatchError,
+    canonical_config,
+    config_hash,
+    run_directory,
+)
 from jaxdiff.train.config import MIXED_PRECISION, TrainingConfig
 from jaxdiff.train.loop import FitResult, array_batches, fit
 from jaxdiff.train.metrics import MetricsWriter, read_metrics
@@ -39,6 +45,7 @@ __all__ = [
     "DATA_AXIS",
     "MIXED_PRECISION",
     "CheckpointManager",
+    "CheckpointMismatchError",
     "DenoisingObjective",
     "FitResult",
     "FlowMatchingObjective",

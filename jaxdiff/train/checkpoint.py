@@ -15,7 +15,10 @@ default, so the caller may donate or update the state at once; the file writes r
 the background), and orbax's atomic commit (a step is written to a temporary
 directory and renamed when complete, so a process killed mid-save leaves no step
 behind). :meth:`CheckpointManager.restore` starts from the newest step; if that step
-cannot be read, or holds non-finite values, it warns and falls back to the previous one.
+cannot be read, or holds non-finite values, it warns, moves the step aside (kept in
+``corrupt_checkpoints/``) and falls back to the previous one. Checkpoints of another
+model (a different state structure) are refused with :class:`CheckpointMismatchError`
+before anything is touched.
 Restores are placed with the caller's sharding, so a run saved on 8 devices resumes on 1.
 """
 
@@ -37,9 +40,23 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import serialization
 
+from jaxdiff._validation import check_bool, check_int_range
+from jaxdiff.train.checkpoint_checks import (
+    CheckpointMismatchError,
+    move_aside,
+    stored_signature,
+    structure_differences,
+    tree_signature,
+)
 from jaxdiff.train.state import TrainState
 
-__all__ = ["CheckpointManager", "canonical_config", "config_hash", "run_directory"]
+__all__ = [
+    "CheckpointManager",
+    "CheckpointMismatchError",
+    "canonical_config",
+    "config_hash",
+    "run_directory",
+]
 
 
 _MODULE_BOOKKEEPING = ("parent", "name")
@@ -159,13 +176,23 @@ class CheckpointManager:
 
     Args:
       directory: the run directory (created); checkpoints go to ``directory/checkpoints``.
-      keep: number of checkpoints kept (oldest deleted first).
+      keep: number of checkpoints kept (oldest deleted first), an int >= 1.
       async_save: write in a background thread (``wait_until_finished`` to block).
+
+    Raises:
+      TypeError: ``directory`` is not a path, ``keep`` not an int (a bool is not a
+        count) or ``async_save`` not a bool.
+      ValueError: ``keep < 1``.
     """
 
     def __init__(self, directory, *, keep: int = 3, async_save: bool = True):
-        if not isinstance(keep, int) or keep < 1:
-            raise ValueError(f"keep={keep!r} must be an int >= 1")
+        if not isinstance(directory, str | os.PathLike):
+            raise TypeError(
+                f"directory must be a str or os.PathLike path, got "
+                f"{type(directory).__name__}: {directory!r}"
+            )
+        keep = check_int_range("keep", keep, 1)
+        async_save = check_bool("async_save", async_save)
         self.directory = Path(directory).absolute() / "checkpoints"
         options = ocp.CheckpointManagerOptions(
             max_to_keep=keep,
@@ -202,11 +229,20 @@ class CheckpointManager:
           sharding: a ``jax.sharding.Sharding`` for every restored leaf (e.g. the
             replicated sharding of the current mesh); default: the template's.
 
-        A checkpoint that fails to load or holds non-finite values is skipped with a
-        ``RuntimeWarning`` and the next older one is tried.
+        First every step's stored structure is read from its metadata; if a readable
+        one differs from ``template``'s (another model's checkpoints), this raises and
+        touches nothing. Then, newest first, a step that fails to load or holds
+        non-finite values is moved aside to ``corrupt_checkpoints/<step>-<n>`` (kept
+        for inspection, see :mod:`jaxdiff.train.checkpoint_checks`) with a
+        ``RuntimeWarning``, and the next older one is tried; so the step can be
+        re-trained and saved again.
+
+        Raises:
+          CheckpointMismatchError: a stored structure differs from ``template``'s.
         """
         self.wait_until_finished()
         tree = _to_tree(template)
+        self._check_structures(tree)
 
         def abstract(x):
             x = jnp.asarray(x)
@@ -214,24 +250,46 @@ class CheckpointManager:
             return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh)
 
         target = jax.tree.map(abstract, tree)
+        moved = False
+        try:
+            for step in reversed(self.all_steps()):
+                try:
+                    restored = self._manager.restore(step, args=ocp.args.StandardRestore(target))
+                    state = _from_tree(template, restored)
+                    if int(state.step) != step:
+                        raise ValueError(f"stored step {int(state.step)} != directory step {step}")
+                    if not _all_finite((state.params, state.ema_params, state.opt_state)):
+                        raise ValueError("non-finite values")
+                except Exception as err:  # noqa: BLE001 - any failure means unreadable
+                    kept = move_aside(self.directory / str(step))
+                    moved = True
+                    warnings.warn(
+                        f"checkpoint step {step} in {self.directory} is unreadable or corrupt "
+                        f"({type(err).__name__}: {str(err)[:300]}); moved it to {kept} and "
+                        "falling back to an older one",
+                        RuntimeWarning,
+                        stacklevel=2,
+                    )
+                    continue
+                return state
+            return None
+        finally:
+            if moved:
+                if jax.process_count() > 1:
+                    ocp.multihost.sync_global_processes("jaxdiff_corrupt_steps_moved")
+                self._manager.reload()
+
+    def _check_structures(self, tree) -> None:
+        """Raise :class:`CheckpointMismatchError` if a readable step is another model's."""
+        expected = tree_signature(tree)
         for step in reversed(self.all_steps()):
             try:
-                restored = self._manager.restore(step, args=ocp.args.StandardRestore(target))
-                state = _from_tree(template, restored)
-                if int(state.step) != step:
-                    raise ValueError(f"stored step {int(state.step)} != directory step {step}")
-                if not _all_finite((state.params, state.ema_params, state.opt_state)):
-                    raise ValueError("non-finite values")
-            except Exception as err:  # noqa: BLE001 - any failure means unreadable
-                warnings.warn(
-                    f"checkpoint step {step} in {self.directory} is unreadable or corrupt "
-                    f"({type(err).__name__}: {err}); falling back to an older one",
-                    RuntimeWarning,
-                    stacklevel=2,
-                )
+                stored = stored_signature(self.directory / str(step))
+            except Exception:  # noqa: BLE001 - unreadable metadata: a corrupt step
                 continue
-            return state
-        return None
+            differences = structure_differences(stored, expected)
+            if differences:
+                raise CheckpointMismatchError(self.directory, step, differences)
 
     def wait_until_finished(self) -> None:
         """Block until pending asynchronous saves are committed."""

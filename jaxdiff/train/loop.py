@@ -147,7 +147,11 @@ def fit(
         manager = CheckpointManager(
             run_dir, keep=config.keep_checkpoints, async_save=config.async_checkpointing
         )
-        restored = manager.restore(state, sharding=rep)
+        try:
+            restored = manager.restore(state, sharding=rep)
+        except BaseException:  # e.g. another model's checkpoints: leave them as they are
+            manager.close()
+            raise
         if restored is not None:
             state = restored
     start = int(state.step)
