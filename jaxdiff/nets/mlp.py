@@ -70,6 +70,15 @@ class _Conditioning(nn.Module):
         return emb
 
 
+def _inputs_and_embedding(module, depth_field: str, depth: int, x, t, context):
+    """Checked inputs ``h`` ``[B, D]`` and the ``"cond"`` embedding, inside ``module``."""
+    if depth < 1:
+        raise ValueError(f"{depth_field} must be >= 1, got {depth}")
+    h, t = _prepare_inputs(x, t, module.log1p_inputs, module.dtype)
+    cond = _Conditioning(module.time_embed_dim, module.time_scale, module.dtype, name="cond")
+    return h, cond(t, context)
+
+
 class MLP(nn.Module):
     """Plain MLP denoiser on ``concat(x, emb(t), context)``.
 
@@ -97,17 +106,11 @@ class MLP(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, t: jax.Array, context: jax.Array | None = None):
         """``x`` ``[B, D]``, ``t`` ``[B]`` or scalar, ``context`` ``[B, C]`` -> ``[B, out]``."""
-        if self.depth < 1:
-            raise ValueError(f"depth must be >= 1, got {self.depth}")
-        out_dim = self.out_dim or x.shape[-1]
-        h, t = _prepare_inputs(x, t, self.log1p_inputs, self.dtype)
-        emb = _Conditioning(self.time_embed_dim, self.time_scale, self.dtype, name="cond")(
-            t, context
-        )
+        h, emb = _inputs_and_embedding(self, "depth", self.depth, x, t, context)
         h = jnp.concatenate([h, emb.astype(h.dtype)], axis=-1)
         for i in range(self.depth):
             h = self.activation(nn.Dense(self.hidden_dim, dtype=self.dtype, name=f"dense_{i}")(h))
-        return nn.Dense(out_dim, dtype=self.dtype, name="out")(h)
+        return nn.Dense(self.out_dim or x.shape[-1], dtype=self.dtype, name="out")(h)
 
 
 class _ResidualBlock(nn.Module):
@@ -154,13 +157,7 @@ class ResidualMLP(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, t: jax.Array, context: jax.Array | None = None):
         """``x`` ``[B, D]``, ``t`` ``[B]`` or scalar, ``context`` ``[B, C]`` -> ``[B, out]``."""
-        if self.num_blocks < 1:
-            raise ValueError(f"num_blocks must be >= 1, got {self.num_blocks}")
-        out_dim = self.out_dim or x.shape[-1]
-        h, t = _prepare_inputs(x, t, self.log1p_inputs, self.dtype)
-        emb = _Conditioning(self.time_embed_dim, self.time_scale, self.dtype, name="cond")(
-            t, context
-        )
+        h, emb = _inputs_and_embedding(self, "num_blocks", self.num_blocks, x, t, context)
         emb = nn.silu(emb).astype(h.dtype)
         h = nn.Dense(self.hidden_dim, dtype=self.dtype, name="in_proj")(h)
         for i in range(self.num_blocks):
@@ -168,6 +165,10 @@ class ResidualMLP(nn.Module):
                 h, emb
             )
         h = nn.LayerNorm(dtype=self.dtype, name="out_norm")(h)
-        return nn.Dense(out_dim, dtype=self.dtype, kernel_init=nn.initializers.zeros, name="out")(
-            self.activation(h)
+        out = nn.Dense(
+            self.out_dim or x.shape[-1],
+            dtype=self.dtype,
+            kernel_init=nn.initializers.zeros,
+            name="out",
         )
+        return out(self.activation(h))
