@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from scipy.optimize import linear_sum_assignment
 
-from jaxdiff.ot.pairs import assignment, ot_pairs
+from jaxdiff.ot.auction import auction
+from jaxdiff.ot.pairs import Pairs, assignment, ot_pairs
 
 
 def _batches(n, seed=0, shape=(3,)):
@@ -29,8 +30,11 @@ def _cost(x0, x1):
 @pytest.mark.parametrize("n,seed", [(1, 0), (2, 1), (7, 2), (32, 3), (64, 4), (64, 5)])
 def test_exact_matches_scipy(key, n, seed):
     x0, x1 = _batches(n, seed)
-    p0, p1, i, j = ot_pairs(key, x0, x1, method="exact", return_indices=True)
-    i, j = np.asarray(i), np.asarray(j)
+    out = ot_pairs(key, x0, x1, method="exact")
+    assert isinstance(out, Pairs) and out.method == "exact"
+    assert out.i.dtype == jnp.int32 and out.j.dtype == jnp.int32
+    assert bool(out.converged) and bool(out.auction_finished) and bool(out.all_finite)
+    p0, p1, i, j = out.x0, out.x1, np.asarray(out.i), np.asarray(out.j)
     np.testing.assert_array_equal(i, np.arange(n))
     np.testing.assert_array_equal(np.sort(j), np.arange(n))  # a permutation
     np.testing.assert_array_equal(np.asarray(p0), x0[i])
@@ -52,7 +56,8 @@ def test_assignment_on_float32_cost_matrix():
 
 def test_image_shaped_batches(key):
     x0, x1 = _batches(8, 3, shape=(2, 2, 3))
-    _, p1, i, j = ot_pairs(key, x0, x1, return_indices=True)
+    out = ot_pairs(key, x0, x1)
+    p1, i, j = out.x1, out.i, out.j
     assert p1.shape == x1.shape
     c = _cost(x0, x1)
     r, s = linear_sum_assignment(c)
@@ -67,10 +72,12 @@ def test_sinkhorn_pairs_close_to_exact(key):
     exact = c[r, s].mean()
     random_pairing = c.mean()
     keys = jax.random.split(key, 20)
-    f = jax.jit(lambda k: ot_pairs(k, x0, x1, method="sinkhorn", epsilon=0.01, return_indices=True))
+    f = jax.jit(lambda k: ot_pairs(k, x0, x1, method="sinkhorn", epsilon=0.01))
     costs = []
     for k in keys:
-        _, _, i, j = f(k)
+        out = f(k)
+        assert bool(out.converged) and bool(out.auction_finished) and bool(out.all_finite)
+        i, j = out.i, out.j
         costs.append(c[np.asarray(i), np.asarray(j)].mean())
     sampled = float(np.mean(costs))
     assert sampled < exact * 1.1
@@ -79,18 +86,18 @@ def test_sinkhorn_pairs_close_to_exact(key):
 
 def test_jit_with_traced_key(key):
     x0, x1 = _batches(16, 2)
-    f = jax.jit(lambda k, a, b: ot_pairs(k, a, b, method="sinkhorn", return_indices=True))
-    _, _, i1, j1 = f(key, x0, x1)
-    _, _, i2, j2 = f(jax.random.key(123), x0, x1)
+    f = jax.jit(lambda k, a, b: ot_pairs(k, a, b, method="sinkhorn"))
+    i1, j1 = f(key, x0, x1).i, f(key, x0, x1).j
+    out2 = f(jax.random.key(123), x0, x1)
+    i2, j2 = out2.i, out2.j
     assert i1.shape == (16,) and j1.shape == (16,)
     assert not (np.array_equal(i1, i2) and np.array_equal(j1, j2))
-    _, _, i3, j3 = f(key, x0, x1)
+    out3 = f(key, x0, x1)
+    i3, j3 = out3.i, out3.j
     np.testing.assert_array_equal(i1, i3)
     np.testing.assert_array_equal(j1, j3)
     g = jax.jit(lambda k, a, b: ot_pairs(k, a, b, method="exact"))
-    e0, e1 = g(key, x0, x1)
-    u0, u1 = ot_pairs(key, x0, x1, method="exact")
-    np.testing.assert_array_equal(e1, u1)
+    np.testing.assert_array_equal(g(key, x0, x1).x1, ot_pairs(key, x0, x1, method="exact").x1)
 
 
 @pytest.mark.parametrize("method", ["exact", "sinkhorn"])
@@ -100,10 +107,9 @@ def test_labels_respected(key, method):
     rng = np.random.default_rng(0)
     labels0 = rng.permutation(np.repeat(np.arange(3), 8))
     labels1 = rng.permutation(labels0)
-    _, _, i, j = ot_pairs(
-        key, x0, x1, method=method, labels0=labels0, labels1=labels1, return_indices=True
-    )
-    i, j = np.asarray(i), np.asarray(j)
+    out = ot_pairs(key, x0, x1, method=method, labels0=labels0, labels1=labels1)
+    assert bool(out.converged)
+    i, j = np.asarray(out.i), np.asarray(out.j)
     np.testing.assert_array_equal(labels0[i], labels1[j])
     if method == "exact":
         c = _cost(x0, x1)
@@ -130,6 +136,8 @@ def test_bad_inputs(key):
         ot_pairs(key, x0, x1, labels0=np.zeros(8, int), labels1=np.arange(8))
     with pytest.raises(ValueError, match="square"):
         assignment(jnp.ones((3, 4)))
+    with pytest.raises(TypeError, match="return_indices"):
+        ot_pairs(key, x0, x1, return_indices=True)  # removed: the indices are in Pairs
 
 
 def test_pairs_across_the_global_batch_when_sharded():
@@ -148,10 +156,11 @@ def test_pairs_across_the_global_batch_when_sharded():
         mesh = Mesh(np.array(jax.devices()), ("data",))
         shard = NamedSharding(mesh, P("data", None))
         x0s, x1s = jax.device_put(x0, shard), jax.device_put(x1, shard)
-        fn = jax.jit(lambda k, a, b: ot_pairs(k, a, b, method="exact", return_indices=True))
+        fn = jax.jit(lambda k, a, b: ot_pairs(k, a, b, method="exact"))
         key = jax.random.key(1)
-        *_, i_sh, j_sh = fn(key, x0s, x1s)
-        *_, i_one, j_one = fn(key, x0, x1)
+        sh, one = fn(key, x0s, x1s), fn(key, x0, x1)
+        assert bool(sh.converged) and bool(sh.auction_finished)
+        i_sh, j_sh, i_one, j_one = sh.i, sh.j, one.i, one.j
         np.testing.assert_array_equal(np.asarray(i_sh), np.asarray(i_one))
         np.testing.assert_array_equal(np.asarray(j_sh), np.asarray(j_one))
         assert sorted(np.asarray(j_sh).tolist()) == list(range(64))  # a permutation
@@ -164,3 +173,68 @@ def test_pairs_across_the_global_batch_when_sharded():
     )
     assert out.returncode == 0, out.stderr[-3000:]
     assert float(out.stdout.split()[-1]) > 0.5  # most pairs cross device shards
+
+
+def test_auction_out_of_rounds_reports_unfinished():
+    x0, x1 = _batches(32, 8)
+    cost = _cost(x0, x1).astype(np.float32)
+    perm, finished = auction(cost, max_rounds=1)
+    assert not bool(finished)
+    np.testing.assert_array_equal(np.sort(np.asarray(perm)), np.arange(32))  # still a permutation
+    perm, finished = auction(cost)
+    assert bool(finished)
+
+
+def test_health_flags_report_unfinished_and_unconverged(key):
+    x0, x1 = _batches(32, 8)
+    short = ot_pairs(key, x0, x1, method="exact", max_rounds=1)
+    assert not bool(short.auction_finished) and not bool(short.converged)
+    assert bool(short.all_finite)
+    np.testing.assert_array_equal(np.sort(np.asarray(short.j)), np.arange(32))
+    loose = ot_pairs(key, x0, x1, method="sinkhorn", epsilon=1e-4, max_iterations=3)
+    assert not bool(loose.converged) and bool(loose.auction_finished)
+    tight = ot_pairs(key, x0, x1, method="sinkhorn", epsilon=0.1)
+    assert bool(tight.converged)
+
+
+@pytest.mark.parametrize("method", ["exact", "sinkhorn"])
+def test_traced_bad_values_are_reported(key, method):
+    x0, x1 = _batches(8, 2)
+    bad = x0.copy()
+    bad[3, 1] = np.nan
+    f = jax.jit(lambda a, eps: ot_pairs(key, a, x1, method=method, epsilon=eps))
+    out = f(bad, 0.05)
+    assert not bool(out.all_finite) and not bool(out.converged)
+    np.testing.assert_array_equal(out.j, np.arange(8))  # identity fallback, not garbage
+    ok = f(x0, 0.05)
+    assert bool(ok.all_finite) and bool(ok.converged)
+    for eps in (float("nan"), float("inf"), 0.0, -1.0):
+        out = f(x0, eps)
+        if method == "sinkhorn":  # was: every row paired with index 0 for nan
+            assert not bool(out.converged)
+            np.testing.assert_array_equal(out.i, np.arange(8))
+            np.testing.assert_array_equal(out.j, np.arange(8))
+        else:  # epsilon plays no part in the exact pairing
+            assert bool(out.converged)
+
+
+def test_pairs_is_a_pytree_and_keys(key):
+    x0, x1 = _batches(6, 4)
+    out = jax.jit(lambda k: ot_pairs(k, x0, x1, method="sinkhorn"))(key)
+    leaves, tree = jax.tree_util.tree_flatten(out)
+    assert len(leaves) == 7
+    back = jax.tree_util.tree_unflatten(tree, leaves)
+    assert isinstance(back, Pairs) and back.method == "sinkhorn"
+    legacy = ot_pairs(jax.random.PRNGKey(0), x0, x1, method="sinkhorn")
+    np.testing.assert_array_equal(
+        legacy.j, ot_pairs(jax.random.key(0), x0, x1, method="sinkhorn").j
+    )
+    with pytest.raises(TypeError, match="key"):
+        ot_pairs(None, x0, x1)
+
+
+def test_identical_points_with_relative_epsilon(key):
+    x = np.ones((5, 2), np.float32)
+    out = ot_pairs(key, x, x, method="sinkhorn")  # mean cost 0: epsilon used as absolute
+    assert bool(out.converged) and bool(out.all_finite)
+    np.testing.assert_array_equal(out.x1, x)
