@@ -69,7 +69,7 @@ def _check_entries(field: str, rows: int, d: int) -> int:
     """``rows`` if ``rows * d <= MAX_ENTRIES``, else a ValueError before any allocation."""
     if rows * d > MAX_ENTRIES:
         raise ValueError(
-            f"{field}={rows} with d={d} is {rows * d} entries per array; at most "
+            f"{field}={rows} rows with d={d} columns is {rows * d} entries per array; at most "
             f"{MAX_ENTRIES} (2**28) are allowed"
         )
     return rows

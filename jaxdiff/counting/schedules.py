@@ -23,7 +23,7 @@ import math
 
 import jax.numpy as jnp
 
-from jaxdiff._validation import check_choice
+from jaxdiff._validation import check_choice, check_real
 
 __all__ = ["SCHEDULE_TYPES", "WeightSchedule", "make_weight_schedule"]
 
@@ -73,16 +73,16 @@ def make_weight_schedule(schedule_type: str = "linear", **kwargs) -> WeightSched
             (``sigmoid``), positive floats.
 
     Raises:
-        ValueError: unknown name, or a non-positive parameter.
-        TypeError: a keyword the chosen schedule does not take.
+        ValueError: unknown name, or a parameter that is not finite and positive.
+        TypeError: a keyword the chosen schedule does not take, or a parameter that is
+            not a real number (strings, bools).
     """
     name = check_choice("schedule_type", schedule_type, SCHEDULE_TYPES)
     allowed = _KWARGS.get(name, ())
-    for field, value in kwargs.items():
+    for field in kwargs:
         if field not in allowed:
             raise TypeError(
                 f"schedule_type={name!r} takes no keyword {field!r}; allowed: {list(allowed)}"
             )
-        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-            raise ValueError(f"{field} must be a positive number, got {value!r}")
-    return WeightSchedule(name, **{k: float(v) for k, v in kwargs.items()})
+    checked = {field: check_real(field, value, 0.0, strict=True) for field, value in kwargs.items()}
+    return WeightSchedule(name, **checked)
