@@ -123,3 +123,103 @@ def test_bad_inputs(key):
         sliced_wasserstein(key, x, y, a=np.ones(3) / 3)
     with pytest.raises(ValueError, match="p="):
         sliced_wasserstein(key, x, y, p=0.5)
+
+
+def test_p_inf_matches_closed_form_for_a_shift(key):
+    """y = x + s: every projection is shifted by theta^T s, so W_inf = |theta^T s|."""
+    x, _ = _clouds(30, 30, d=3)
+    s = np.array([1.0, -2.0, 0.5], np.float32)
+    y = x + s
+    th = np.asarray(random_projections(key, 3, 20), np.float64)
+    proj = np.abs(th.T @ s.astype(np.float64))  # [K]
+    for fn in (sliced_wasserstein, max_sliced_wasserstein):
+        np.testing.assert_allclose(
+            float(fn(key, x, y, num_projections=20, p=np.inf)), proj.max(), rtol=1e-5
+        )
+    np.testing.assert_allclose(
+        float(sliced_wasserstein(key, x, y, num_projections=20, p=2)),
+        np.sqrt(np.mean(proj**2)),
+        rtol=1e-5,
+    )
+    # the limit p -> inf: (mean_k w_k^p)^(1/p) -> max_k w_k, from below
+    big = float(sliced_wasserstein(key, x, y, num_projections=20, p=64))
+    assert proj.max() * 20 ** (-1 / 64) * (1 - 1e-4) <= big <= proj.max() * (1 + 1e-5)
+
+
+def test_p_inf_weighted_ignores_zero_weight_points(key):
+    x = np.array([[0.0, 0.0], [1.0, 1.0], [100.0, -50.0]], np.float32)
+    s = np.array([0.5, -0.25], np.float32)
+    y = x[:2] + s
+    a = np.array([0.5, 0.5, 0.0])
+    th = np.asarray(random_projections(key, 2, 10), np.float64)
+    expected = np.abs(th.T @ s.astype(np.float64)).max()
+    got = sliced_wasserstein(key, x, y, num_projections=10, a=a, p=float("inf"))
+    np.testing.assert_allclose(float(got), expected, rtol=1e-5)
+    unequal = sliced_wasserstein(key, x[:2], y[:1], num_projections=10, p=np.inf)  # [2] vs [1]
+    gaps = np.abs((x[:2].astype(np.float64) - y[0]) @ th).max(axis=0)  # both points move to y0
+    np.testing.assert_allclose(float(unequal), gaps.max(), rtol=1e-5)
+
+
+def test_weights_are_normalised(key):
+    x, y = _clouds(20, 15)
+    rng = np.random.default_rng(3)
+    a, b = rng.random(20) + 0.1, rng.random(15) + 0.1
+    for fn in (sliced_wasserstein, max_sliced_wasserstein):
+        unit = fn(key, x, y, num_projections=8, a=a / a.sum(), b=b / b.sum())
+        scaled = fn(key, x, y, num_projections=8, a=3.0 * a, b=7.0 * b)
+        np.testing.assert_allclose(float(scaled), float(unit), rtol=1e-5)
+
+
+def test_traced_bad_values_give_nan(key):
+    x, y = _clouds(12, 10)
+    bad = x.copy()
+    bad[2, 0] = np.inf
+    good_w = np.full(12, 1 / 12)
+    neg_w = good_w.copy()
+    neg_w[0] = -0.5
+    for fn in (sliced_wasserstein, max_sliced_wasserstein):
+        f = jax.jit(lambda x, a, fn=fn: fn(key, x, y, num_projections=5, a=a))
+        assert np.isfinite(float(f(x, good_w)))
+        assert np.isnan(float(f(bad, good_w)))
+        assert np.isnan(float(f(x, neg_w)))
+        assert np.isnan(float(f(x, np.zeros(12))))
+    move = jax.jit(lambda x, s: sliced_transport_map(key, x, y, num_iterations=2, step_size=s))
+    assert np.all(np.isfinite(move(x, 1.0)))
+    for s in (-1.0, 0.0, float("nan")):
+        assert np.all(np.isnan(move(x, s)))
+    assert np.all(np.isnan(move(bad, 1.0)))
+
+
+def test_concrete_bad_values_raise(key):
+    x, y = _clouds()
+    bad = x.copy()
+    bad[0, 0] = np.nan
+    for fn in (sliced_wasserstein, max_sliced_wasserstein, sliced_transport_map):
+        with pytest.raises(ValueError, match="x has non-finite"):
+            fn(key, bad, y)
+        with pytest.raises(TypeError, match="key"):
+            fn(None, x, y)
+        with pytest.raises(ValueError, match="num_projections"):
+            fn(key, x, y, num_projections=10**9)
+        with pytest.raises(TypeError, match="y must be a real"):
+            fn(key, x, y > 0)
+    for a, msg in (
+        (-np.ones(40), "non-negative"),
+        (np.zeros(40), "positive total"),
+        (np.full(40, np.nan), "non-finite"),
+    ):
+        with pytest.raises(ValueError, match=f"a .*{msg}|a has {msg}"):
+            sliced_wasserstein(key, x, y, a=a)
+    for p in (float("nan"), 0.99, -np.inf):
+        with pytest.raises(ValueError, match="p="):
+            sliced_wasserstein(key, x, y, p=p)
+    for p in ("2", True, None):
+        with pytest.raises(TypeError, match="p must"):
+            max_sliced_wasserstein(key, x, y, p=p)
+    for s in (-1.0, 0.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="step_size"):
+            sliced_transport_map(key, x, y, step_size=s)
+    with pytest.raises(TypeError, match="step_size"):
+        sliced_transport_map(key, x, y, step_size="1.0")
+    with pytest.raises(ValueError, match="num_iterations"):
+        sliced_transport_map(key, x, y, num_iterations=10**9)
