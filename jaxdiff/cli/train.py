@@ -74,7 +74,7 @@ def _model_config(model: dict):
 def train_and_sample(cfg: dict) -> dict:
     """Run the whole job for a plain-dict config; returns ``{"run_dir", "metrics"}``."""
     from jaxdiff.data.digits import load_digits
-    from jaxdiff.nets import UNet
+    from jaxdiff.nets import UNet, bind
     from jaxdiff.samplers.config import SamplingConfig
     from jaxdiff.samplers.manager import AdvancedSamplingManager
     from jaxdiff.schedules.config import NoiseSchedulerConfig, build_schedule
@@ -102,10 +102,6 @@ def train_and_sample(cfg: dict) -> dict:
     )
     objective = DenoisingObjective.create(build_schedule(sched_cfg), obj_cfg["prediction_type"])
     module = UNet(model_cfg)
-
-    def apply_fn(params, x, t, context):
-        return module.apply({"params": params}, x, t)
-
     key = jax.random.key(training.seed)
     k_init, k_train, k_noise, k_sample = jax.random.split(key, 4)
     params = jax.jit(module.init)(k_init, jnp.zeros((1, 8, 8, 1)), jnp.zeros((1,), jnp.int32))
@@ -115,7 +111,7 @@ def train_and_sample(cfg: dict) -> dict:
     fitted = fit(
         k_train,
         params["params"],
-        apply_fn,
+        bind(module).apply_fn,
         objective,
         batches,
         training,
@@ -132,7 +128,7 @@ def train_and_sample(cfg: dict) -> dict:
         ),
     )
     ema = fitted.state.ema_params
-    model = _Denoiser(module, ema)
+    model = bind(module, ema)
     latents = jax.random.normal(k_noise, (smp["num_samples"], 8, 8, 1))
     res = manager.sample(model, latents, key=k_sample)
     samples = np.clip(np.asarray(res.samples), -1.0, 1.0)
@@ -146,18 +142,6 @@ def train_and_sample(cfg: dict) -> dict:
     )
     _write_outputs(run_dir, samples, metrics)
     return {"run_dir": str(run_dir), "metrics": metrics}
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class _Denoiser:
-    """``model(x, t, context)`` for the samplers (hashable by identity)."""
-
-    module: object
-    params: object
-
-    def __call__(self, x, t, context=None):
-        t = jnp.broadcast_to(jnp.asarray(t), (x.shape[0],))
-        return self.module.apply({"params": self.params}, x, t)
 
 
 def digit_quality(samples, train_x, train_y, test_x, test_y) -> dict:

@@ -5,7 +5,7 @@ Typical use::
     cfg = TrainingConfig(batch_size=256, num_steps=10_000, learning_rate=1e-3)
     model = ResidualMLP(hidden_dim=128)
     params = model.init(key_init, x[:1], jnp.zeros(1))["params"]
-    apply_fn = lambda p, x, t, c: model.apply({"params": p}, x, t, c)
+    apply_fn = bind(model).apply_fn          # jaxdiff.nets.bind
     objective = FlowMatchingObjective.create()
     data, spe = array_batches({"x": x}, cfg.batch_size, seed=cfg.seed)
     run = run_directory("runs", model_cfg, data_cfg, objective_cfg)
@@ -19,7 +19,7 @@ from jaxdiff.train.checkpoint import (
     config_hash,
     run_directory,
 )
-from jaxdiff.train.config import MIXED_PRECISION, TrainingConfig
+from jaxdiff.train.config import MAX_SEED, MIXED_PRECISION, TrainingConfig
 from jaxdiff.train.loop import FitResult, array_batches, fit
 from jaxdiff.train.metrics import MetricsWriter, read_metrics
 from jaxdiff.train.objectives import (
@@ -43,6 +43,7 @@ from jaxdiff.train.step import compute_gradients, make_train_step, train_step
 
 __all__ = [
     "DATA_AXIS",
+    "MAX_SEED",
     "MIXED_PRECISION",
     "CheckpointManager",
     "CheckpointMismatchError",

@@ -10,13 +10,23 @@ can be resumed with more steps or another learning rate, as in Counting Flows.
 from __future__ import annotations
 
 import dataclasses
-import math
 
-from jaxdiff._validation import check_choice, check_int_range
+from jaxdiff._validation import check_bool, check_choice, check_int_range, check_real
 
-__all__ = ["MIXED_PRECISION", "TrainingConfig"]
+__all__ = ["MAX_SEED", "MIXED_PRECISION", "TrainingConfig"]
 
 MIXED_PRECISION = ("no", "bf16")
+# jax.random.key keeps 32 bits of an int seed unless x64 is on: 2**32 gives seed 0's key
+MAX_SEED = 2**32 - 1
+
+
+def _check_fraction(name: str, value, *, include_one: bool) -> float:
+    """``value`` as a float in ``[0, 1]`` (``include_one``) or ``[0, 1)``, else raise."""
+    value = check_real(name, value, 0.0)
+    if value > 1.0 or (value == 1.0 and not include_one):
+        allowed = "[0, 1]" if include_one else "[0, 1)"
+        raise ValueError(f"{name}={value} is out of range; allowed: {name} in {allowed}")
+    return value
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,8 +44,10 @@ class TrainingConfig:
       adam_b2: AdamW ``beta_2``.
       adam_eps: AdamW ``epsilon``.
       warmup_steps: linear warm-up from 0 to ``learning_rate``.
-      min_lr_ratio: the cosine decay ends at ``min_lr_ratio * learning_rate``.
-      gradient_clip_norm: global-norm clipping threshold; ``None`` or 0 disables it.
+      min_lr_ratio: the cosine decay ends at ``min_lr_ratio * learning_rate``, in
+        ``[0, 1]``.
+      gradient_clip_norm: global-norm clipping threshold (a number >= 0); ``None`` or 0
+        disables it.
       num_steps: total optimiser steps; ``None`` to derive from ``epochs``.
       epochs: passes over a dataset of known size (used when ``num_steps`` is None).
       mixed_precision: ``"no"`` (float32) or ``"bf16"`` (bfloat16 compute, float32
@@ -46,8 +58,13 @@ class TrainingConfig:
       checkpoint_interval: steps between checkpoints (a final one is always written).
       keep_checkpoints: how many checkpoints to keep (orbax ``max_to_keep``).
       async_checkpointing: save in a background thread (orbax's async save).
-      seed: seed that CLIs and facades turn into the ``key`` given to ``fit``.
+      seed: seed that CLIs and facades turn into the ``key`` given to ``fit``, an int
+        in ``[0, MAX_SEED]`` (larger ones would collide in ``jax.random.key``).
       progress: ``None`` shows a bar only on a terminal; True/False force it.
+
+    Every field is checked at construction: numbers given as strings or bools and bools
+    given as anything but ``True``/``False`` raise ``TypeError``; values out of range
+    raise ``ValueError``; both name the field.
     """
 
     batch_size: int = 32
@@ -88,15 +105,12 @@ class TrainingConfig:
                 self, "mixed_precision", check_choice("mixed_precision", mp, MIXED_PRECISION)
             )
         for name in ("learning_rate", "weight_decay", "adam_eps"):
-            v = getattr(self, name)
-            if not (isinstance(v, int | float) and math.isfinite(v) and v >= 0):
-                raise ValueError(f"{name}={v!r} must be a finite number >= 0")
-        for name in ("adam_b1", "adam_b2", "ema_decay", "min_lr_ratio"):
-            v = getattr(self, name)
-            if not (isinstance(v, int | float) and 0 <= v < 1 + (name == "min_lr_ratio")):
-                raise ValueError(f"{name}={v!r} must lie in [0, 1)")
-        if self.gradient_clip_norm is not None and not self.gradient_clip_norm >= 0:
-            raise ValueError(f"gradient_clip_norm={self.gradient_clip_norm!r} must be >= 0")
+            check_real(name, getattr(self, name), 0.0)
+        for name in ("adam_b1", "adam_b2", "ema_decay"):
+            _check_fraction(name, getattr(self, name), include_one=False)
+        _check_fraction("min_lr_ratio", self.min_lr_ratio, include_one=True)
+        if self.gradient_clip_norm is not None:
+            check_real("gradient_clip_norm", self.gradient_clip_norm, 0.0)
         check_int_range("warmup_steps", self.warmup_steps, 0)
         if self.num_steps is None and self.epochs is None:
             raise ValueError("give num_steps or epochs (both are None)")
@@ -107,6 +121,10 @@ class TrainingConfig:
         check_int_range("log_interval", self.log_interval, 1)
         check_int_range("checkpoint_interval", self.checkpoint_interval, 1)
         check_int_range("keep_checkpoints", self.keep_checkpoints, 1)
+        check_bool("async_checkpointing", self.async_checkpointing)
+        check_int_range("seed", self.seed, 0, MAX_SEED)
+        if self.progress is not None:
+            check_bool("progress", self.progress)
 
     @property
     def num_micro_batches(self) -> int:

@@ -15,15 +15,18 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
+from jaxdiff._keys import as_key
 from jaxdiff._validation import check_int_range
 from jaxdiff.train.checkpoint import CheckpointManager
 from jaxdiff.train.config import TrainingConfig
@@ -99,6 +102,46 @@ def _show_progress(config: TrainingConfig) -> bool:
     return jax.process_index() == 0 and sys.stderr.isatty()
 
 
+def _check_params(params) -> None:
+    """Raise unless ``params`` is a non-empty pytree of finite numeric arrays."""
+    flat = jax.tree_util.tree_flatten_with_path(params)[0]
+    if not flat:
+        raise ValueError(f"params must be a non-empty pytree of arrays, got {params!r:.80}")
+    finite = []
+    for path, leaf in flat:
+        name = "params" + jax.tree_util.keystr(path)
+        if isinstance(leaf, int | float) and not isinstance(leaf, bool):
+            leaf = np.asarray(leaf)
+        dtype = getattr(leaf, "dtype", None)
+        if dtype is None or not jnp.issubdtype(dtype, jnp.number):
+            raise TypeError(f"{name} must be a numeric array, got {type(leaf).__name__}")
+        if jnp.issubdtype(dtype, jnp.inexact):
+            finite.append((name, jnp.all(jnp.isfinite(leaf))))
+    bad = [name for name, ok in jax.device_get(finite) if not ok]
+    if bad:
+        raise ValueError(f"params have non-finite entries (NaN or inf) in {bad[:5]}")
+
+
+def _check_fit_arguments(key, params, apply_fn, objective, data, config, run_dir, mesh):
+    """Validate :func:`fit`'s arguments before anything is built; returns the typed key."""
+    if not isinstance(config, TrainingConfig):
+        raise TypeError(f"config must be a TrainingConfig, got {type(config).__name__}")
+    key = as_key(key, "key")
+    if key.ndim != 0:
+        raise ValueError(f"key must be a single key (shape ()), got shape {key.shape}")
+    for name, fn in (("apply_fn", apply_fn), ("objective", objective), ("data", data)):
+        if not callable(fn):
+            raise TypeError(f"{name} must be callable, got {type(fn).__name__}: {fn!r:.80}")
+    _check_params(params)
+    if run_dir is not None and not isinstance(run_dir, str | os.PathLike):
+        raise TypeError(
+            f"run_dir must be None or a str / os.PathLike path, got {type(run_dir).__name__}"
+        )
+    if mesh is not None and not isinstance(mesh, jax.sharding.Mesh):
+        raise TypeError(f"mesh must be None or a jax.sharding.Mesh, got {type(mesh).__name__}")
+    return key
+
+
 def fit(
     key,
     params,
@@ -131,9 +174,15 @@ def fit(
 
     Returns:
       A :class:`FitResult`.
+
+    Raises:
+      TypeError: an argument of the wrong type (a non-key ``key``, non-callable
+        ``apply_fn`` / ``objective`` / ``data``, non-numeric ``params`` leaves, ...).
+      ValueError: empty or non-finite ``params``, a batch of keys for ``key``.
+      CheckpointMismatchError: ``run_dir`` holds another model's checkpoints
+        (nothing there is touched).
     """
-    if not isinstance(config, TrainingConfig):
-        raise TypeError(f"config must be a TrainingConfig, got {type(config).__name__}")
+    key = _check_fit_arguments(key, params, apply_fn, objective, data, config, run_dir, mesh)
     num_steps = config.total_steps(steps_per_epoch)
     tx = make_optimizer(config, num_steps)
     lr_at = make_lr_schedule(config, num_steps)

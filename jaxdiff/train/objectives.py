@@ -42,6 +42,8 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from jaxdiff._broadcast import broadcast_t
+from jaxdiff._keys import example_keys  # re-exported: per-example keys of the objectives
 from jaxdiff._validation import check_choice
 from jaxdiff.schedules import ContinuousSchedule, DiscreteSchedule
 
@@ -67,29 +69,11 @@ def as_batch(batch) -> dict:
     return {"x": batch}
 
 
-def example_keys(key, batch_size: int):
-    """``[batch_size]`` per-example keys: ``split(key)`` for one key, or ``key`` itself.
-
-    Legacy ``uint32[2]`` keys are accepted and wrapped.
-    """
-    if not jnp.issubdtype(jnp.asarray(key).dtype, jax.dtypes.prng_key):
-        key = jax.random.wrap_key_data(jnp.asarray(key, jnp.uint32))
-    if key.ndim == 0:
-        return jax.random.split(key, batch_size)
-    if key.shape != (batch_size,):
-        raise ValueError(f"key must be one key or [{batch_size}] keys, got shape {key.shape}")
-    return key
-
-
 def _float_data(batch):
     x = jnp.asarray(batch["x"])
     if not jnp.issubdtype(x.dtype, jnp.floating):
         x = x.astype(jnp.zeros(()).dtype)  # counts / ints
     return x
-
-
-def _expand(v, x):
-    return v.reshape(v.shape + (1,) * (x.ndim - v.ndim))
 
 
 def _mse(pred, target):
@@ -141,7 +125,7 @@ class DenoisingObjective(_Base):
         t = jax.vmap(lambda k: jax.random.randint(k, (), 0, n_t))(keys[:, 0])
         eps = _noise(keys[:, 1], x0)
         ab = self.schedule.alphas_cumprod[t].astype(x0.dtype)
-        alpha, sigma = _expand(jnp.sqrt(ab), x0), _expand(jnp.sqrt(1.0 - ab), x0)
+        alpha, sigma = broadcast_t(jnp.sqrt(ab), x0), broadcast_t(jnp.sqrt(1.0 - ab), x0)
         xt = alpha * x0 + sigma * eps
         if self.prediction_type == "epsilon":
             target = eps
@@ -187,10 +171,10 @@ class ScoreMatchingObjective(_Base):
         t = self.t_min + (1.0 - self.t_min) * u
         eps = _noise(keys[:, 1], x0)
         alpha, sigma = self.schedule.alpha(t), self.schedule.sigma(t)
-        xt = _expand(alpha, x0) * x0 + _expand(sigma, x0) * eps
+        xt = broadcast_t(alpha, x0) * x0 + broadcast_t(sigma, x0) * eps
         score = apply_fn(params, xt, t, batch.get("context")).astype(x0.dtype)
         # |s + eps / sigma|^2 lambda = |sigma s + eps|^2 lambda / sigma^2
-        per = _mse(_expand(sigma, x0) * score, -eps)
+        per = _mse(broadcast_t(sigma, x0) * score, -eps)
         if self.weighting == "sigma2":
             return per
         lam = self.schedule.g2(t) if self.weighting == "likelihood" else jnp.ones_like(t)
@@ -234,7 +218,7 @@ class FlowMatchingObjective(_Base):
                 raise ValueError(f"batch['x1'] shape {x1.shape} must equal x's {x0.shape}")
         else:
             x1 = _noise(keys[:, 1], x0)
-        tt = _expand(t, x0)
+        tt = broadcast_t(t, x0)
         xt = (1.0 - tt) * x0 + tt * x1
         pred = apply_fn(params, xt, t * self.time_scale, batch.get("context"))
         return _mse(pred, x1 - x0)

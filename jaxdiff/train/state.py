@@ -15,14 +15,9 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
+from jaxdiff._keys import as_key
+
 __all__ = ["TrainState", "ema_update", "step_key"]
-
-
-def _as_typed_key(key):
-    key = jnp.asarray(key) if not isinstance(key, jax.Array) else key
-    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-        return key
-    return jax.random.wrap_key_data(jnp.asarray(key, jnp.uint32))
 
 
 @struct.dataclass
@@ -51,7 +46,8 @@ class TrainState:
         invalidates the caller's arrays.
 
         Args:
-          key: typed key (legacy ``uint32[2]`` accepted) driving all training noise.
+          key: typed key (legacy ``uint32[2]`` accepted) driving all training noise;
+            anything else raises ``TypeError``.
           params: initial parameters.
           tx: the optimiser.
         """
@@ -68,7 +64,7 @@ class TrainState:
             params=params,
             opt_state=tx.init(params),
             ema_params=jax.tree.map(jnp.copy, params),
-            key=jnp.copy(_as_typed_key(key)),
+            key=jnp.copy(as_key(key)),
         )
 
 
@@ -78,5 +74,8 @@ def step_key(state: TrainState):
 
 
 def ema_update(ema_params, params, decay):
-    """``decay * ema + (1 - decay) * params`` leaf-wise (Polyak averaging)."""
-    return jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, ema_params, params)
+    """``decay * ema + (1 - decay) * params`` leaf-wise (Polyak averaging).
+
+    This is ``optax.incremental_update(params, ema_params, step_size=1 - decay)``.
+    """
+    return optax.incremental_update(params, ema_params, 1.0 - decay)

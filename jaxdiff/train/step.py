@@ -13,8 +13,8 @@ before the loss math; the cast is differentiated, so gradients arrive in float32
 Micro-batching: with ``k = batch_size // micro_batch_size > 1`` the batch is split into
 ``k`` micro-batches (micro-batch ``j`` holds examples ``j, j + k, j + 2k, ...``, so a
 data-sharded batch stays balanced), gradients are summed in a ``lax.scan`` and averaged.
-Because the objectives draw noise per example (:func:`~jaxdiff.train.objectives.
-example_keys`), this equals the big-batch gradient up to float summation order.
+Because the objectives draw noise per example (:func:`jaxdiff._keys.example_keys`),
+this equals the big-batch gradient up to float summation order.
 """
 
 from __future__ import annotations
@@ -26,8 +26,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxdiff._keys import example_keys
 from jaxdiff.train.config import TrainingConfig
-from jaxdiff.train.objectives import as_batch, example_keys
+from jaxdiff.train.objectives import as_batch
 from jaxdiff.train.sharding import batch_sharding, replicated
 from jaxdiff.train.state import TrainState, ema_update, step_key
 
@@ -124,7 +125,7 @@ def train_step(
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     ema = ema_update(state.ema_params, params, config.ema_decay)
-    gnorm = jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree.leaves(grads)))
+    gnorm = optax.tree.norm(grads)  # optax.global_norm, under its current name
     metrics = {**aux, "loss": loss, "grad_norm": gnorm}
     new_state = state.replace(
         step=state.step + 1, params=params, opt_state=opt_state, ema_params=ema

@@ -176,3 +176,38 @@ def test_config_validation():
     with pytest.raises(ValueError, match="steps_per_epoch"):
         cfg.total_steps()
     hash(cfg)  # usable as a static jit argument
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "error"),
+    [
+        ("min_lr_ratio", 1.5, ValueError),
+        ("min_lr_ratio", -0.1, ValueError),
+        ("seed", "abc", TypeError),
+        ("seed", -1, ValueError),
+        ("seed", 2.5, TypeError),
+        ("seed", 2**32, ValueError),  # jax.random.key(2**32) is seed 0's key
+        ("gradient_clip_norm", "1.0", TypeError),
+        ("gradient_clip_norm", float("nan"), ValueError),
+        ("learning_rate", "1e-3", TypeError),
+        ("learning_rate", float("inf"), ValueError),
+        ("adam_b1", True, TypeError),
+        ("adam_b2", 1.0, ValueError),
+        ("ema_decay", "0.9", TypeError),
+        ("weight_decay", -1e-4, ValueError),
+        ("warmup_steps", "10", TypeError),
+        ("keep_checkpoints", True, TypeError),
+        ("progress", "no", TypeError),
+        ("progress", 0, TypeError),
+        ("async_checkpointing", "False", TypeError),
+    ],
+)
+def test_config_rejects_strings_bools_and_out_of_range_values(field, value, error):
+    with pytest.raises(error, match=field):
+        TrainingConfig(**{field: value})
+
+
+def test_config_accepts_the_range_ends():
+    assert TrainingConfig(min_lr_ratio=1.0, seed=2**32 - 1).min_lr_ratio == 1.0
+    assert TrainingConfig(min_lr_ratio=0, gradient_clip_norm=None, progress=False).seed == 0
+    assert TrainingConfig(learning_rate=np.float32(1e-3), seed=np.int64(7)).seed == 7
