@@ -74,16 +74,15 @@ def check_counts(field: str, x, batch_shape=None) -> jax.Array:
         raise ValueError(f"{field} must have shape [batch, d] with batch, d >= 1, got {arr.shape}")
     if batch_shape is not None and arr.shape != tuple(batch_shape):
         raise ValueError(f"{field} has shape {arr.shape}, expected {tuple(batch_shape)}")
-    if is_concrete(arr):
-        host = np.asarray(arr)
-        lo, hi = int(host.min()), int(host.max())
-        if lo < -MAX_COUNT or hi > MAX_COUNT:
-            raise ValueError(
-                f"{field} has counts in [{lo}, {hi}]; allowed: |count| <= 2**24 = {MAX_COUNT} "
-                "(float32-exact integers)"
-            )
-        return jnp.asarray(host.astype(np.int32))
-    return jnp.clip(arr, -MAX_COUNT, MAX_COUNT).astype(jnp.int32)
+    if not is_concrete(arr):
+        return jnp.clip(arr, -MAX_COUNT, MAX_COUNT).astype(jnp.int32)
+    lo, hi = int(arr.min()), int(arr.max())  # two scalars, not the array, leave a device
+    if lo < -MAX_COUNT or hi > MAX_COUNT:
+        raise ValueError(
+            f"{field} has counts in [{lo}, {hi}]; allowed: |count| <= 2**24 = {MAX_COUNT} "
+            "(float32-exact integers)"
+        )
+    return jnp.asarray(arr.astype(np.int32))
 
 
 def as_float_array(field: str, value) -> jax.Array:
