@@ -14,13 +14,13 @@ variance). Matches diffusers' PyTorch ``DDIMScheduler`` step for step.
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
 from jaxdiff.samplers.base import DiscreteMethod
 from jaxdiff.samplers.driver import Plan
+from jaxdiff.samplers.noise import normal_like
 
 __all__ = ["DDIM"]
 
@@ -73,5 +73,5 @@ class DDIM(DiscreteMethod):
             eps = (x - jnp.sqrt(a_t) * x0) / jnp.sqrt(1.0 - a_t)
         direction = jnp.sqrt(1.0 - a_p - std**2) * eps
         x_prev = jnp.sqrt(a_p) * x0 + direction
-        noise = jax.random.normal(key, x.shape, x.dtype)
+        noise = normal_like(key, x)
         return state, x_prev + std * noise

@@ -25,14 +25,14 @@ here it is the log-space form of ``fixed_large``, ``std = exp(log(beta_t') / 2)`
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
 from jaxdiff._validation import check_choice
 from jaxdiff.samplers.base import DiscreteMethod
-from jaxdiff.samplers.driver import Plan
+from jaxdiff.samplers.driver import Plan, check_same_shape
+from jaxdiff.samplers.noise import normal_like
 
 __all__ = ["DDPM", "VARIANCE_TYPES"]
 
@@ -102,6 +102,30 @@ class DDPM(DiscreteMethod):
         """DDPM feeds ``x_t`` unscaled."""
         return x
 
+    def check_model_output(self, output_shape, x_shape) -> None:
+        """Raise unless ``model_fn`` returned the shape this method needs (trace time).
+
+        Learned variance types need twice the latents' channels on
+        ``variance_channel_axis``; the other types need the latents' shape.
+        """
+        if self.variance_type not in _LEARNED:
+            check_same_shape(output_shape, x_shape)
+            return
+        axis = self.variance_channel_axis
+        if not -len(x_shape) <= axis < len(x_shape):
+            raise ValueError(
+                f"variance_channel_axis={axis} is out of range for latents of shape {x_shape}"
+            )
+        expected = list(x_shape)
+        expected[axis] *= 2
+        if tuple(output_shape) != tuple(expected):
+            raise ValueError(
+                f"variance_type={self.variance_type!r} needs a model_fn output with 2 * "
+                f"{x_shape[axis]} channels on variance_channel_axis={axis}, i.e. shape "
+                f"{tuple(expected)}; got shape {tuple(output_shape)} for latents of shape "
+                f"{tuple(x_shape)}"
+            )
+
     def split_output(self, model_output, x):
         """``(prediction, variance values or None)`` from the model output.
 
@@ -141,7 +165,7 @@ class DDPM(DiscreteMethod):
         posterior_var = jnp.maximum((1.0 - a_p) / (1.0 - a_t) * beta_cur, _MIN_VARIANCE)
         std = self._std(posterior_var, beta_cur, values)
         # 4. noise only while t > 0 (jnp.where also masks a NaN std at the last step).
-        noise = jax.random.normal(key, x.shape, x.dtype)
+        noise = normal_like(key, x)
         return state, mean + jnp.where(step["add_noise"], std * noise, 0.0)
 
     def _std(self, posterior_var, beta_cur, values):

@@ -51,6 +51,7 @@ from jaxdiff.samplers.dpm_updates import (
     weights,
 )
 from jaxdiff.samplers.driver import Plan
+from jaxdiff.samplers.noise import normal_like
 from jaxdiff.samplers.prediction import to_x0_eps
 from jaxdiff.schedules.discrete import DiscreteSchedule
 from jaxdiff.schedules.flow import FlowSchedule
@@ -269,7 +270,7 @@ class DPMSolver(DiscreteMethod):
         )
         noise = None
         if self._algorithm.startswith("sde"):
-            noise = jax.random.normal(key, x.shape, x.dtype)
+            noise = normal_like(key, x)
         # 3. the planned-order multistep update; the new output joins the history.
         x_next = multistep_update(
             step["order"],

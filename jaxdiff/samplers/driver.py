@@ -8,7 +8,12 @@ with four pure functions:
   row per model call (``K`` rows), the model timesteps and ``init_noise_sigma``;
 * ``init_state(x, plan) -> state``: the scan carry besides ``x`` (multistep history...);
 * ``scale_model_input(x, step) -> x_in``: the model input at this call;
-* ``step(key, state, x, model_output, step) -> (state, x)``: one update.
+* ``step(key, state, x, model_output, step) -> (state, x)``: one update; its noise
+  comes from ``key`` through :func:`jaxdiff.samplers.noise.normal_like`.
+
+A method may also define ``check_model_output(output_shape, x_shape)`` (raising at
+trace time) when its model output is not shaped like the model input (DDPM's learned
+variances); by default the two shapes must be equal (:func:`check_same_shape`).
 
 ``step`` is one row of ``plan.steps``. Each scan iteration makes exactly one (batched)
 model call, so the number of function evaluations is ``K``, known before running.
@@ -22,12 +27,24 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 from jax.experimental import checkify
 
+from jaxdiff._validation import check_bool
 from jaxdiff.samplers.guidance import check_contexts, guided_model
+from jaxdiff.samplers.noise import check_keys, step_keys
+from jaxdiff.schedules.checks import check_number
 
-__all__ = ["Plan", "SampleOutput", "check_latents", "sample", "step_keys"]
+__all__ = [
+    "Plan",
+    "SampleOutput",
+    "check_latents",
+    "check_model_fn",
+    "check_same_shape",
+    "sample",
+    "step_keys",
+]
 
 
 @struct.dataclass
@@ -58,6 +75,8 @@ class SampleOutput:
     Attributes:
       samples: ``[B, ...]`` final samples, in the latents' dtype.
       trajectory: ``[K, B, ...]`` state after each model call, or None.
+      state: the method's scan carry after the last model call (``init_state``'s
+        pytree: multistep history, per-step statistics a method accumulates ...).
       all_finite: bool scalar: every model output was finite.
       first_nonfinite_step: int32 scalar index of the first non-finite model output,
         ``-1`` when all were finite.
@@ -66,24 +85,79 @@ class SampleOutput:
 
     samples: Any
     trajectory: Any
+    state: Any
     all_finite: Any
     first_nonfinite_step: Any
     nfe: int = struct.field(pytree_node=False)
 
 
-def check_latents(noise):
-    """``noise`` as a JAX array; ``TypeError``/``ValueError`` unless floating with a batch axis."""
+def check_latents(noise, field: str = "latents"):
+    """``noise`` as a JAX array; ``TypeError``/``ValueError`` unless floating ``[B, ...]``.
+
+    ``B`` must be at least 1. ``field`` names the argument in the message.
+    """
+    if not isinstance(noise, jax.Array | np.ndarray | np.generic):
+        raise TypeError(
+            f"{field} must be a floating array [batch, ...], got {type(noise).__name__}"
+        )
     noise = jnp.asarray(noise)
     if not jnp.issubdtype(noise.dtype, jnp.floating):
-        raise TypeError(f"latents must be a floating array, got dtype {noise.dtype}")
-    if noise.ndim < 1:
-        raise ValueError(f"latents must have a batch axis, got shape {noise.shape}")
+        raise TypeError(f"{field} must be a floating array, got dtype {noise.dtype}")
+    if noise.ndim < 1 or noise.shape[0] < 1:
+        raise ValueError(
+            f"{field} must have a non-empty batch axis [batch, ...], got shape {noise.shape}"
+        )
     return noise
 
 
-def step_keys(key, num_model_calls: int):
-    """The per-call PRNG keys the driver uses: ``jax.random.split(key, K)``."""
-    return jax.random.split(key, num_model_calls)
+def check_model_fn(model_fn, field: str = "model_fn"):
+    """Return ``model_fn`` if it is callable and hashable (it is a static argument)."""
+    if isinstance(model_fn, str | bytes) or not callable(model_fn):
+        raise TypeError(
+            f"{field} must be a callable model(x, t, context) -> prediction, got "
+            f"{type(model_fn).__name__}: {model_fn!r:.80}"
+        )
+    try:
+        hash(model_fn)
+    except TypeError:
+        raise TypeError(
+            f"{field} must be hashable (it is a static argument of the compiled run); got an "
+            f"unhashable {type(model_fn).__name__}. Bind parameters with jaxdiff.nets.bind "
+            "or a functools.partial over hashable values"
+        ) from None
+    return model_fn
+
+
+def _check_unroll(unroll):
+    if isinstance(unroll, bool):
+        return unroll
+    if not isinstance(unroll, int | np.integer):
+        raise TypeError(f"unroll must be a bool or an int >= 1, got {type(unroll).__name__}")
+    if unroll < 1:
+        raise ValueError(f"unroll={unroll} is not allowed: unroll must be True, False or >= 1")
+    return int(unroll)
+
+
+def check_same_shape(output_shape, x_shape) -> None:
+    """The default model-output check: ``model_fn`` returns the model input's shape."""
+    if tuple(output_shape) != tuple(x_shape):
+        raise ValueError(
+            f"model_fn output has shape {tuple(output_shape)}, but the sampler needs the "
+            f"model input's shape {tuple(x_shape)}"
+        )
+
+
+def _checked_output(model_fn, check):
+    """``model_fn`` whose output shape is checked when it is traced (the first call)."""
+
+    def call(x, t, context):
+        out = model_fn(x, t, context)
+        if not hasattr(out, "shape"):
+            raise TypeError(f"model_fn must return an array, got {type(out).__name__}")
+        check(tuple(out.shape), tuple(x.shape))
+        return out
+
+    return call
 
 
 def sample(
@@ -105,7 +179,11 @@ def sample(
     """Run ``method`` on ``schedule`` from unit-variance ``noise``.
 
     Args:
-      key: PRNG key; split into one key per model call (:func:`step_keys`).
+      key: one PRNG key, or ``[B]`` per-example keys (typed, or legacy ``uint32``).
+        Split once into one key per model call (:func:`step_keys`). With per-example
+        keys, sample ``i`` depends on ``key[i]`` and ``noise[i]`` only: it is the same
+        whatever else is in its batch and whatever the batch size (see
+        :mod:`jaxdiff.samplers.noise`).
       method: a sampling method config (see module docstring).
       schedule: the schedule pytree the method plans on.
       model_fn: ``model_fn(x, t, context) -> prediction``; ``x`` is the scaled model input
@@ -126,8 +204,23 @@ def sample(
 
     Returns:
       A :class:`SampleOutput`.
+
+    Raises:
+      TypeError: ``key`` is not a key; ``noise`` is not a floating array; ``model_fn``
+        is not callable or not hashable; ``guidance_scale`` / ``guidance_rescale`` are
+        not numbers; a flag is not a bool.
+      ValueError: shapes that do not fit (also a model output of the wrong shape, at
+        trace time), ``guidance_rescale`` outside ``[0, 1]``, ``unroll < 1``.
     """
-    noise = check_latents(noise)
+    noise = check_latents(noise, "noise (the initial latents)")
+    key = check_keys(key, noise.shape[0])
+    model_fn = check_model_fn(model_fn)
+    check_number("guidance_scale", guidance_scale)
+    check_number("guidance_rescale", guidance_rescale, low=0.0, high=1.0)
+    for field, flag in (("return_trajectory", return_trajectory), ("debug", debug)):
+        check_bool(field, flag)
+    check_bool("progress", progress)
+    unroll = _check_unroll(unroll)
     uncond_context = check_contexts(context, uncond_context, noise.shape[0])
     args = (key, method, schedule, noise, context, uncond_context, guidance_scale, guidance_rescale)
     statics = dict(
@@ -172,7 +265,8 @@ def _run(
     num_calls = plan.num_model_calls
     compute_dtype = jnp.promote_types(noise.dtype, jnp.float32)
     x = noise.astype(compute_dtype) * plan.init_noise_sigma
-    denoise = guided_model(model_fn, context, uncond_context, guidance_scale, guidance_rescale)
+    checked = _checked_output(model_fn, getattr(method, "check_model_output", check_same_shape))
+    denoise = guided_model(checked, context, uncond_context, guidance_scale, guidance_rescale)
     batch = x.shape[0]
 
     def body(carry, inputs):
@@ -196,10 +290,11 @@ def _run(
         plan.steps,
         jnp.arange(num_calls, dtype=jnp.int32),
     )
-    (_, x, first_bad), traj = jax.lax.scan(body, carry, xs, unroll=unroll)
+    (state, x, first_bad), traj = jax.lax.scan(body, carry, xs, unroll=unroll)
     return SampleOutput(
         samples=x.astype(noise.dtype),
         trajectory=None if traj is None else traj.astype(noise.dtype),
+        state=state,
         all_finite=first_bad < 0,
         first_nonfinite_step=first_bad,
         nfe=num_calls,

@@ -20,13 +20,13 @@ from __future__ import annotations
 import math
 from typing import Any, ClassVar, NamedTuple
 
-import jax
 import jax.numpy as jnp
 from flax import struct
 
 from jaxdiff._validation import check_choice
 from jaxdiff.samplers.base import DiscreteMethod
 from jaxdiff.samplers.driver import Plan
+from jaxdiff.samplers.noise import normal_like
 from jaxdiff.schedules.discrete import DiscreteSchedule
 from jaxdiff.schedules.flow import FlowSchedule
 from jaxdiff.schedules.sigmas import interp_timesteps, karras_sigmas, sigma_to_t
@@ -230,7 +230,7 @@ class Euler(SigmaMethod):
         # 1. churn (EDM Alg. 2, lines 4-7): raise the noise level to sigma_hat = (1 + gamma) sigma
         #    by adding N(0, s_noise^2 (sigma_hat^2 - sigma^2)) noise; exactly x when gamma = 0.
         #    Arithmetic rather than lax.cond: a conditional costs a host sync per step on GPU.
-        z = jax.random.normal(key, x.shape, x.dtype) * self.s_noise
+        z = normal_like(key, x) * self.s_noise
         #    The where keeps it exact: XLA may contract s_hat^2 - s^2 into an FMA whose
         #    rounding residue is not zero when s_hat == s.
         x_hat = x + z * jnp.sqrt(jnp.where(s_hat > s, s_hat**2 - s**2, 0.0))
@@ -285,5 +285,5 @@ class EulerAncestral(SigmaMethod):
         # 2. deterministic Euler step down to sigma_down ...
         x_down = x + (x - x0) / s * (step["sigma_down"] - s)
         # 3. ... plus fresh noise of std sigma_up (sigma_down^2 + sigma_up^2 = sigma_next^2).
-        noise = jax.random.normal(key, x.shape, x.dtype)
+        noise = normal_like(key, x)
         return state, x_down + noise * step["sigma_up"]

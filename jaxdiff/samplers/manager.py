@@ -20,9 +20,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxdiff._validation import check_bool, check_real
 from jaxdiff.samplers.config import SamplingConfig, SamplingMethod, build_method
-from jaxdiff.samplers.driver import check_latents, sample
+from jaxdiff.samplers.driver import check_latents, check_model_fn, sample
 from jaxdiff.samplers.guidance import check_contexts
+from jaxdiff.samplers.noise import check_keys
 from jaxdiff.schedules.config import NoiseSchedulerConfig, NoiseScheduleType, build_schedule
 
 __all__ = [
@@ -60,15 +62,6 @@ class SamplingResult:
     all_finite: bool = True
     first_nonfinite_step: int = -1
     errors: list = dataclasses.field(default_factory=list)
-
-
-def _check_key(key):
-    if isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-        return key
-    arr = np.asarray(key) if not isinstance(key, jax.Array) else key
-    if arr.dtype == np.uint32 and arr.shape == (2,):
-        return key
-    raise TypeError(f"key must be a jax.random.key (or legacy uint32[2] key), got {key!r}")
 
 
 def _check_array(field, value):
@@ -126,7 +119,9 @@ class AdvancedSamplingManager:
           latents: ``[B, ...]`` unit-variance noise; scaled by the method's initial sigma.
           prompt_embeds: ``[B, ...]`` conditioning; None disables guidance.
           negative_prompt_embeds: unconditional context (zeros of the prompt's shape if None).
-          key: a ``jax.random.key``.
+          key: a ``jax.random.key`` (legacy ``uint32[2]`` keys accepted), or ``[B]``
+            per-example keys: then sample ``i`` depends only on ``key[i]`` and
+            ``latents[i]``, whatever the batch (see :mod:`jaxdiff.samplers.noise`).
           guidance_scale: overrides the config's value (traced: no recompilation).
           return_trajectory: keep the state after each model call.
           debug: raise ``FloatingPointError`` on a non-finite model output.
@@ -197,14 +192,18 @@ class AdvancedSamplingManager:
         debug=False,
         unroll=1,
     ) -> SamplingResult:
-        key = _check_key(key)
         latents = check_latents(latents)
+        key = check_keys(key, latents.shape[0])
+        model = check_model_fn(model, "model")
         if prompt_embeds is not None:
             prompt_embeds = _check_array("prompt_embeds", prompt_embeds)
         if negative_prompt_embeds is not None:
             negative_prompt_embeds = _check_array("negative_prompt_embeds", negative_prompt_embeds)
         uncond = check_contexts(prompt_embeds, negative_prompt_embeds, latents.shape[0])
         scale = self.sampling_config.guidance_scale if guidance_scale is None else guidance_scale
+        scale = check_real("guidance_scale", scale)
+        for field, flag in (("return_trajectory", return_trajectory), ("debug", debug)):
+            check_bool(field, flag)
         guidance = np.array([scale, self.sampling_config.guidance_rescale], np.float32)
         dyn = (key, method, self._schedule, latents, prompt_embeds, uncond, guidance)
         statics = {"model": model, "trajectory": return_trajectory, "unroll": unroll}

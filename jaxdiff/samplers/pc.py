@@ -10,8 +10,9 @@ Notation: time grid ``t_0 = 1 > t_1 > ... > t_{N-1} = t_min`` (``N = num_steps``
 1. corrector (``n_corrector_steps`` times, each a model call): annealed Langevin
    dynamics at ``t_i`` (Algorithms 4 and 5): ``e = 2 a_i^2 (r ||z|| / ||s||)^2``,
    ``x <- x + e s + sqrt(2 e) z``, with target ``snr = r``, norms per sample averaged
-   over the batch (as score_sde does), and ``a_i^2 = alpha(t_i)^2 / alpha(t_{i+1})^2``
-   (score_sde's ``alpha_i = 1 - beta_i``; 1 for variance-exploding schedules);
+   over the batch (as score_sde does; or each sample's own, ``corrector_norm``), and
+   ``a_i^2 = alpha(t_i)^2 / alpha(t_{i+1})^2`` (score_sde's ``alpha_i = 1 - beta_i``; 1 for
+   variance-exploding schedules);
 2. predictor (one model call):
 
    * ``reverse_diffusion`` (appendix E, eq. 46): discretise the forward SDE between
@@ -36,24 +37,31 @@ large (the cosine schedule near ``t = 1``); ``reverse_diffusion`` is the robust 
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
 from jaxdiff._validation import check_choice, check_int_range
 from jaxdiff.samplers.driver import Plan
+from jaxdiff.samplers.noise import normal_like
 from jaxdiff.samplers.sde import ContinuousMethod
 
-__all__ = ["CORRECTORS", "PREDICTORS", "PredictorCorrector"]
+__all__ = ["CORRECTORS", "CORRECTOR_NORMS", "PREDICTORS", "PredictorCorrector"]
 
 PREDICTORS = ("reverse_diffusion", "euler_maruyama")
 CORRECTORS = ("langevin", "none")
+CORRECTOR_NORMS = ("batch", "example")
 
 
-def _batch_mean_norm(v):
-    """Mean over the batch of per-sample Euclidean norms of ``v`` ``[B, ...]``."""
-    return jnp.mean(jnp.linalg.norm(v.reshape(v.shape[0], -1), axis=-1))
+def _sample_norms(v, how: str):
+    """Per-sample Euclidean norms of ``v`` ``[B, ...]``, for the Langevin step size.
+
+    ``how="batch"``: their batch mean (a scalar); ``"example"``: ``[B, 1, ..., 1]``.
+    """
+    norms = jnp.linalg.norm(v.reshape(v.shape[0], -1), axis=-1)
+    if how == "batch":
+        return jnp.mean(norms)
+    return norms.reshape((-1,) + (1,) * (v.ndim - 1))
 
 
 @struct.dataclass
@@ -65,6 +73,10 @@ class PredictorCorrector(ContinuousMethod):
       corrector: ``langevin`` or ``none`` (static).
       n_corrector_steps: Langevin steps (model calls) per time step (static, >= 0).
       snr: Langevin target signal-to-noise ratio ``r`` (traced), default 0.16.
+      corrector_norm: ``batch`` (the step size from norms averaged over the batch, as
+        score_sde and diffusers do: a sample then depends on the rest of its batch) or
+        ``example`` (each sample's own norms: batch-invariant with per-example keys,
+        see :mod:`jaxdiff.samplers.noise`) (static).
       (and ``num_steps``, ``prediction_type``, ``t_min``, ``denoise_final`` from
       :class:`~jaxdiff.samplers.sde.ContinuousMethod`).
     """
@@ -73,6 +85,7 @@ class PredictorCorrector(ContinuousMethod):
     corrector: str = struct.field(pytree_node=False, default="langevin")
     n_corrector_steps: int = struct.field(pytree_node=False, default=1)
     snr: float = 0.16
+    corrector_norm: str = struct.field(pytree_node=False, default="batch")
 
     def _names(self):
         predictor = check_choice("predictor", self.predictor, PREDICTORS)
@@ -114,10 +127,11 @@ class PredictorCorrector(ContinuousMethod):
         """One corrector or predictor update (which one is given by ``step["corrector"]``)."""
         predictor, _, c = self._names()
         x0, _, score = self.predict(model_output, x, step["alpha"], step["sigma"])
-        z = jax.random.normal(key, x.shape, x.dtype)
+        z = normal_like(key, x)
         # 1. Langevin corrector (Algorithms 4-5): e = 2 a_i^2 (r ||z|| / ||s||)^2
         if c > 0:
-            ratio = self.snr * _batch_mean_norm(z) / _batch_mean_norm(score)
+            how = self.corrector_norm
+            ratio = self.snr * _sample_norms(z, how) / _sample_norms(score, how)
             e = 2.0 * step["a"] ** 2 * ratio**2
             x_corr = x + e * score + jnp.sqrt(2.0 * e) * z
         # 2. predictor
