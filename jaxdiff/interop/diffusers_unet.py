@@ -23,6 +23,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxdiff._keys import as_key
+from jaxdiff._validation import check_bool, check_choice, check_real
 from jaxdiff.interop.diffusers_config import config_from_diffusers
 from jaxdiff.interop.diffusers_weights import (
     flatten_params,
@@ -66,6 +68,25 @@ def _param_shapes(config: HighResModelConfig) -> dict[tuple[str, ...], tuple[int
     return {p: tuple(v.shape) for p, v in flatten_params(shapes["params"]).items()}
 
 
+_OVERRIDES = ("dropout", "dtype", "lora_alpha", "lora_rank", "use_checkpointing")
+_DTYPES = ("float32", "bfloat16", "float16")
+
+
+def _check_overrides(overrides: dict) -> None:
+    """Reject unknown overrides and values of the wrong type (before any weights load)."""
+    unknown = sorted(set(overrides) - set(_OVERRIDES))
+    if unknown:
+        raise ValueError(f"unsupported overrides {unknown}; allowed: {list(_OVERRIDES)}")
+    if "dtype" in overrides:
+        overrides["dtype"] = check_choice("dtype", overrides["dtype"], _DTYPES)
+    if "use_checkpointing" in overrides:
+        check_bool("use_checkpointing", overrides["use_checkpointing"])
+    if "lora_alpha" in overrides:
+        check_real("lora_alpha", overrides["lora_alpha"], 0.0, strict=True)
+    if "dropout" in overrides:
+        check_real("dropout", overrides["dropout"], 0.0)
+
+
 def unet_from_diffusers(source, config: Mapping | None = None, *, key=None, **overrides):
     """Build the Flax UNet and its parameters from diffusers weights.
 
@@ -86,9 +107,12 @@ def unet_from_diffusers(source, config: Mapping | None = None, *, key=None, **ov
         ``params`` (nested dicts); ``module.apply({"params": params}, x_nhwc, t, ...)``.
 
     Raises:
-        ValueError: an unsupported diffusers option (named), or names / shapes that do
-            not match (:class:`~jaxdiff.interop.keys.StateDictMismatchError`).
+        ValueError: an unsupported diffusers option or override (named), or names /
+            shapes that do not match (:class:`~jaxdiff.interop.keys.StateDictMismatchError`).
+        TypeError: an override or ``key`` of the wrong type (a string for a bool or a
+            number), or a ``source`` / ``config`` of the wrong kind.
     """
+    _check_overrides(overrides)
     dcfg, state, what = resolve_diffusers_source(
         source,
         config,
@@ -96,11 +120,6 @@ def unet_from_diffusers(source, config: Mapping | None = None, *, key=None, **ov
         caller="unet_from_diffusers",
         model="UNet2DModel / UNet2DConditionModel",
     )
-    allowed = {"dtype", "use_checkpointing", "lora_rank", "lora_alpha", "dropout"}
-    if set(overrides) - allowed:
-        raise ValueError(
-            f"unsupported overrides {sorted(set(overrides) - allowed)}; allowed: {sorted(allowed)}"
-        )
     cfg = dataclasses.replace(config_from_diffusers(dcfg), **overrides)
     shapes = _param_shapes(cfg)
     expected = {
@@ -118,6 +137,7 @@ def unet_from_diffusers(source, config: Mapping | None = None, *, key=None, **ov
     if cfg.lora_rank > 0:
         if key is None:
             raise ValueError("lora_rank > 0 needs key= to initialise the LoRA adapters")
+        key = as_key(key, "key")
         lora = {p: s for p, s in shapes.items() if p[-1] in ("lora_A", "lora_B")}
         flat.update(init_adapters(key, lora, cfg.lora_rank))
     return UNet(cfg), unflatten_params(flat)

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxdiff._validation import check_choice
 from jaxdiff.interop.diffusers_weights import (
     flatten_params,
     from_torch_layout,
@@ -144,7 +145,8 @@ def vae_from_diffusers(source, config: Mapping | None = None, *, dtype: str = "f
             ``.pt`` file with diffusers' ``config.json`` beside it; or a
             ``save_pretrained`` directory (or a pipeline directory with ``vae/``).
         config: the diffusers config dict; overrides the one found with ``source``.
-        dtype: compute dtype (``"float32"``, ``"bfloat16"``, ``"float16"``); the
+        dtype: compute dtype (``"float32"``, ``"bfloat16"``, ``"float16"``; checked before
+            any weights are read); the
             parameters are float32 whatever it is.
 
     Returns:
@@ -156,6 +158,7 @@ def vae_from_diffusers(source, config: Mapping | None = None, *, dtype: str = "f
             not match (:class:`~jaxdiff.interop.keys.StateDictMismatchError`).
     """
     # no layer of the VAE is a dense kernel stored as a 1x1 conv: layouts take no flag
+    dtype = check_choice("dtype", dtype, ("float32", "bfloat16", "float16"))
     dcfg, state, what = resolve_diffusers_source(
         source, config, subfolder="vae", caller="vae_from_diffusers", model="AutoencoderKL"
     )

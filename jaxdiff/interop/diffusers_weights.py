@@ -18,6 +18,7 @@ The pieces every diffusers importer shares (:mod:`jaxdiff.interop.diffusers_unet
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -171,8 +172,14 @@ def _diffusers_config_of(obj) -> dict:
 
 
 def _read_config(path: Path) -> dict:
-    with open(path) as f:
-        return json.load(f)
+    try:
+        with open(path) as f:
+            cfg = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not valid JSON (a diffusers config.json): {err}") from err
+    if not isinstance(cfg, dict):
+        raise ValueError(f"{path} holds a JSON {type(cfg).__name__}, not a config object")
+    return cfg
 
 
 def _is_model(source) -> bool:
@@ -215,11 +222,17 @@ def resolve_diffusers_source(
         description names the source in mismatch messages.
 
     Raises:
-        ValueError: a state dict without ``config``.
+        ValueError: a state dict without ``config``, or a ``config.json`` that is not
+            a JSON object (named).
         FileNotFoundError: no such path, no weights file in the directory, or no
             ``config.json`` beside the weights when ``config`` is not given.
-        TypeError: ``source`` is none of the above.
+        TypeError: ``source`` is none of the above, or ``config`` is not a mapping.
     """
+    if config is not None and not isinstance(config, Mapping):
+        raise TypeError(
+            f"config must be None or the diffusers config (a mapping), got "
+            f"{type(config).__name__}: {config!r:.80}"
+        )
     if _is_model(source):
         state = {k: _as_numpy(v) for k, v in source.state_dict().items()}
         cfg = dict(config) if config is not None else _diffusers_config_of(source)
@@ -232,7 +245,7 @@ def resolve_diffusers_source(
             )
         state = {k: _as_numpy(v) for k, v in source.items()}
         return dict(config), state, "state dict"
-    if isinstance(source, str | Path):
+    if isinstance(source, str | os.PathLike):
         weights, config_path = _weights_and_config_path(Path(source), subfolder)
         if config is None:
             if not config_path.is_file():

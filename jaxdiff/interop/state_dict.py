@@ -93,7 +93,7 @@ def _load_torch(path: Path, allow_pickle: bool) -> dict[str, np.ndarray]:
             "refuses (unpickling them can run arbitrary code). If you trust the file, pass "
             "allow_pickle=True."
         ) from err
-    except (RuntimeError, EOFError, OSError, ValueError) as err:
+    except Exception as err:  # noqa: BLE001 - torch's parsers raise anything on garbage
         raise ValueError(
             f"{path} is not a readable torch file (empty, truncated or corrupt): "
             f"{type(err).__name__}: {str(err)[:200]}"
