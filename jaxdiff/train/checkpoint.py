@@ -126,8 +126,7 @@ def config_hash(model_cfg, data_cfg, objective_cfg, *, length: int = 12) -> str:
     Returns:
       ``length`` lowercase hex characters of the SHA-256 of the canonical JSON.
     """
-    if not 1 <= length <= 64:
-        raise ValueError(f"length={length} must lie in [1, 64]")
+    check_int_range("length", length, 1, 64)
     payload = {
         "model": canonical_config(model_cfg),
         "data": canonical_config(data_cfg),

@@ -81,6 +81,7 @@ def array_batches(arrays, batch_size: int, *, seed: int):
     if any(a.shape[0] != n for a in leaves):
         raise ValueError(f"all arrays need the same leading size, got {[a.shape for a in leaves]}")
     check_int_range("batch_size", batch_size, 1, n)
+    check_int_range("seed", seed, 0)
     host = jax.tree.map(np.asarray, arrays)
     steps_per_epoch = n // batch_size
     cache = {}

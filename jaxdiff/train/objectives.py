@@ -40,11 +40,12 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
 from jaxdiff._broadcast import broadcast_t
 from jaxdiff._keys import example_keys  # re-exported: per-example keys of the objectives
-from jaxdiff._validation import check_choice
+from jaxdiff._validation import check_choice, check_real, concrete_value
 from jaxdiff.schedules import ContinuousSchedule, DiscreteSchedule
 
 __all__ = [
@@ -67,6 +68,14 @@ def as_batch(batch) -> dict:
             raise ValueError(f"batch must have an 'x' entry, got keys {sorted(batch)}")
         return batch
     return {"x": batch}
+
+
+def _number(field: str, value, low: float, *, strict: bool = False) -> float:
+    """A finite real (a Python/NumPy scalar or a concrete 0-d array) ``>= low``, else raise."""
+    if isinstance(value, jax.Array | np.ndarray) and value.ndim == 0:
+        host = concrete_value(value)
+        value = value if host is None else float(host)  # a tracer fails in check_real
+    return check_real(field, value, low, strict=strict)
 
 
 def _float_data(batch):
@@ -158,7 +167,7 @@ class ScoreMatchingObjective(_Base):
         if not isinstance(schedule, ContinuousSchedule):
             raise TypeError(f"schedule must be a ContinuousSchedule, got {type(schedule).__name__}")
         w = check_choice("weighting", weighting, ("sigma2", "likelihood", "none"))
-        if not 0.0 <= float(t_min) < 1.0:
+        if not _number("t_min", t_min, 0.0) < 1.0:
             raise ValueError(f"t_min={t_min!r} must lie in [0, 1)")
         return cls(schedule=schedule, t_min=jnp.asarray(t_min, jnp.float32), weighting=w)
 
@@ -197,9 +206,8 @@ class FlowMatchingObjective(_Base):
     @classmethod
     def create(cls, time_scale=1.0, t_min=0.0):
         """Validate and build."""
-        if not float(time_scale) > 0:
-            raise ValueError(f"time_scale={time_scale!r} must be > 0")
-        if not 0.0 <= float(t_min) < 0.5:
+        _number("time_scale", time_scale, 0.0, strict=True)
+        if not _number("t_min", t_min, 0.0) < 0.5:
             raise ValueError(f"t_min={t_min!r} must lie in [0, 0.5)")
         return cls(
             time_scale=jnp.asarray(time_scale, jnp.float32), t_min=jnp.asarray(t_min, jnp.float32)

@@ -1,8 +1,9 @@
 """Generated bad input to the training engine: a clear error naming the argument, always.
 
 Covers :class:`TrainingConfig` (every field), :class:`CheckpointManager`, :func:`fit`'s
-arguments and :func:`array_batches`. Every case must raise ``TypeError`` or
-``ValueError`` whose message names the argument -- before anything is built or written.
+arguments, :func:`array_batches`, :func:`config_hash` and the objectives' ``create``.
+Every case must raise ``TypeError`` or ``ValueError`` whose message names the argument --
+before anything is built or written.
 """
 
 import math
@@ -14,12 +15,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from jaxdiff.schedules import VPLinearSchedule
 from jaxdiff.train import (
     MAX_SEED,
     CheckpointManager,
     FlowMatchingObjective,
+    ScoreMatchingObjective,
     TrainingConfig,
     array_batches,
+    config_hash,
     fit,
 )
 
@@ -230,3 +234,41 @@ def test_fit_steps_per_epoch(steps):
 )
 def test_array_batches_batch_size(batch_size):
     _assert_named_error("batch_size", lambda: array_batches({"x": X}, batch_size, seed=0))
+
+
+@SETTINGS
+@given(seed=st.one_of(st.integers(max_value=-1), st.text(max_size=3), st.floats(), st.none()))
+def test_array_batches_seed(seed):
+    _assert_named_error("seed", lambda: array_batches({"x": X}, 8, seed=seed))
+
+
+@SETTINGS
+@given(length=st.one_of(st.integers(max_value=0), st.integers(min_value=65), st.text(max_size=2)))
+def test_config_hash_length(length):
+    _assert_named_error("length", lambda: config_hash({}, {}, {}, length=length))
+
+
+@SETTINGS
+@given(
+    field=st.sampled_from(["flow.time_scale", "flow.t_min", "score.t_min"]),
+    value=st.one_of(
+        st.text(max_size=4),
+        st.booleans(),
+        st.none(),
+        st.sampled_from([math.nan, math.inf, -1.0, 0.5, 1.0, 7.0]),
+    ),
+)
+def test_objective_numbers(field, value):
+    kind, name = field.split(".")
+    if kind == "flow" and name == "time_scale" and value in (0.5, 1.0, 7.0):
+        return  # valid time scales
+    if kind == "flow":
+        _assert_named_error(name, lambda: FlowMatchingObjective.create(**{name: value}))
+    else:
+        sched = VPLinearSchedule.create()
+        _assert_named_error(name, lambda: ScoreMatchingObjective.create(sched, t_min=value))
+
+
+def test_objective_numbers_accept_concrete_scalars():
+    obj = FlowMatchingObjective.create(time_scale=jnp.float32(1000.0), t_min=np.float32(0.1))
+    assert float(obj.time_scale) == 1000.0
