@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import checkify
 
-__all__ = ["INPUT_CHECKS", "any_traced", "check_all", "input_flags"]
+__all__ = ["INPUT_CHECKS", "check_all", "input_flags"]
 
 #: What each entry of ``OTResult.input_errors`` reports (True = the check failed).
 INPUT_CHECKS = (
@@ -26,13 +26,15 @@ INPUT_CHECKS = (
 _MASS_ATOL = 1e-5
 
 
-def any_traced(*values) -> bool:
-    """True if any argument is a JAX tracer (its value is unknown at this point)."""
-    return any(isinstance(v, jax.core.Tracer) for v in values)
-
-
 def input_flags(x, y, a, b, epsilon, balanced: bool) -> jax.Array:
-    """``[len(INPUT_CHECKS)]`` booleans, True where the input check fails."""
+    """``[len(INPUT_CHECKS)]`` booleans, True where the input check fails.
+
+    ``x`` / ``y`` may be None (a kernel operator: its points were checked when it was
+    built); their flags are then False.
+    """
+
+    def bad_points(p):
+        return jnp.asarray(False) if p is None else ~jnp.all(jnp.isfinite(p))
 
     def bad_weights(w):
         return ~jnp.all(jnp.isfinite(w) & (w >= 0))
@@ -42,8 +44,8 @@ def input_flags(x, y, a, b, epsilon, balanced: bool) -> jax.Array:
         mass_bad = (jnp.abs(jnp.sum(a) - 1) > _MASS_ATOL) | (jnp.abs(jnp.sum(b) - 1) > _MASS_ATOL)
     return jnp.stack(
         [
-            ~jnp.all(jnp.isfinite(x)),
-            ~jnp.all(jnp.isfinite(y)),
+            bad_points(x),
+            bad_points(y),
             bad_weights(a),
             bad_weights(b),
             mass_bad,

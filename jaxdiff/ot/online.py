@@ -22,14 +22,10 @@ import numpy as np
 from ott.geometry import costs, pointcloud
 
 from jaxdiff.ot import online_reduce as red
+from jaxdiff.ot.costs import cost_name
 
-__all__ = ["OnlineGeometry", "cost_name", "default_tile_elements"]
+__all__ = ["OnlineGeometry", "default_tile_elements"]
 
-_COST_NAMES = {
-    costs.SqEuclidean: "sqeuclidean",
-    costs.Euclidean: "euclidean",
-    costs.Cosine: "cosine",
-}
 #: Points sampled per side to estimate the mean cost of non-quadratic costs.
 MEAN_COST_SAMPLE = 1024
 
@@ -37,17 +33,6 @@ MEAN_COST_SAMPLE = 1024
 def default_tile_elements() -> int:
     """Cost-tile size of the XLA reduction: 4 Mi entries on CPU (cache), 64 Mi elsewhere."""
     return 1 << 22 if jax.default_backend() == "cpu" else 1 << 26
-
-
-def cost_name(cost_fn: costs.CostFn) -> str:
-    """The jaxdiff name of an ott-jax cost object this geometry can reduce online."""
-    for cls, name in _COST_NAMES.items():
-        if type(cost_fn) is cls:
-            return name
-    raise ValueError(
-        f"the online geometry supports the costs {sorted(_COST_NAMES.values())}, "
-        f"got {type(cost_fn).__name__}"
-    )
 
 
 @jax.tree_util.register_pytree_node_class

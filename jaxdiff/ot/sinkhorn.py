@@ -14,6 +14,12 @@ reg_m=rho, reg_type="entropy")`` (kernel ``exp(-C / epsilon)``), with
 ott-jax's :class:`~ott.solvers.linear.sinkhorn.Sinkhorn` runs underneath, in the log
 domain, with implicit differentiation of the fixed point (Luise et al. 2018; ott-jax's
 default), so gradients w.r.t. ``x``, ``y``, ``a``, ``b`` cost one linear solve.
+
+A kernel operator from :func:`~jaxdiff.ot.kernel_ops.make_kernel_operator` may be passed
+as ``geometry``: ott-jax then iterates on it in the log domain where the operator has a
+log-domain form (direct, gaussian grid) and in scaling space (``lse_mode=False``,
+Cuturi 2013, Alg. 1: ``u = a / K v``, ``v = b / K^T u``) where it has only kernel
+products (random features, Nyström, laplacian grid).
 """
 
 from __future__ import annotations
@@ -22,22 +28,22 @@ import functools
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax.experimental import checkify
-from ott.geometry import epsilon_scheduler, pointcloud
-from ott.problems.linear import linear_problem
-from ott.solvers.linear import acceleration
-from ott.solvers.linear import sinkhorn as ott_sinkhorn
 
 from jaxdiff._validation import (
+    check_bool,
     check_choice,
-    check_finite_array,
     check_int_range,
-    check_point_cloud,
+    check_real,
+    is_concrete,
 )
 from jaxdiff.ot import health, online_reduce
-from jaxdiff.ot.online import OnlineGeometry
-from jaxdiff.ot.result import COSTS, OTResult, make_cost_fn
+from jaxdiff.ot.checks import check_cloud, check_fraction, check_positive_scalar, check_weights
+from jaxdiff.ot.costs import COSTS
+from jaxdiff.ot.kernel_ops import KernelOperator
+from jaxdiff.ot.memory import check_allocation
+from jaxdiff.ot.result import OTResult
+from jaxdiff.ot.solve import cloud_geometry, package, run_solver, with_divergence
 
 __all__ = ["BACKENDS", "GEOMETRIES", "PRECISIONS", "pick_backend", "pick_geometry", "sinkhorn"]
 
@@ -49,7 +55,17 @@ BACKENDS = ("auto", *online_reduce.BACKENDS)
 PRECISIONS = online_reduce.PRECISIONS
 #: Default bound on the dense cost matrix's size before "auto" goes online (2 GiB).
 DEFAULT_MEMORY_BUDGET = 2 << 30
+#: Iterations between two recorded errors when ``inner_iterations`` is not given.
+DEFAULT_INNER_ITERATIONS = 10
+#: The iteration counter is int32 on device.
+MAX_ITERATIONS = 2**31 - 1
 _KERNEL_COSTS = ("sqeuclidean", "cosine")
+_CLOUD_DEFAULTS = {
+    "cost": "sqeuclidean",
+    "backend": "auto",
+    "precision": "float32",
+    "memory_budget_bytes": DEFAULT_MEMORY_BUDGET,
+}
 
 
 def pick_geometry(geometry: str, n: int, m: int, dtype, memory_budget_bytes: int) -> str:
@@ -77,63 +93,24 @@ def pick_backend(backend: str, cost: str, precision: str) -> str:
     return backend
 
 
-def _concrete(value):
-    """``value`` as a float64 NumPy array, or None when it is a tracer."""
-    try:
-        return np.asarray(value, dtype=np.float64)
-    except Exception:  # traced under jit/vmap/grad: value checks are skipped
-        return None
-
-
-def _check_weights(field: str, value, size: int, dtype, balanced: bool) -> jax.Array:
-    if value is None:
-        return jnp.full((size,), 1.0 / size, dtype=dtype)
-    arr = jnp.asarray(value)
-    if not jnp.issubdtype(arr.dtype, jnp.floating) and not jnp.issubdtype(arr.dtype, jnp.integer):
-        raise TypeError(f"{field} must be a real floating array, got {arr.dtype}")
-    if arr.shape != (size,):
-        raise ValueError(f"{field} must have shape [{size}] (one per point), got {arr.shape}")
-    check_finite_array(field, value)
-    host = _concrete(value)
-    if host is not None:
-        if np.any(host < 0):
-            raise ValueError(f"{field} must be non-negative, got min {host.min()}")
-        if host.sum() <= 0:
-            raise ValueError(f"{field} must have positive total mass, got {host.sum()}")
-        if balanced and not np.isclose(host.sum(), 1.0, rtol=0, atol=1e-5):
-            raise ValueError(
-                f"{field} must sum to 1 for a balanced problem (tau_a = tau_b = 1), "
-                f"got sum {host.sum()}"
-            )
-    return arr.astype(dtype)
-
-
-def _check_fraction(field: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float | np.floating | np.integer):
-        raise TypeError(f"{field} must be a Python float in (0, 1], got {value!r}")
-    if not 0.0 < float(value) <= 1.0:
-        raise ValueError(f"{field}={value} is out of range; allowed: 0 < {field} <= 1")
-    return float(value)
-
-
 def sinkhorn(
-    x: jax.Array,
-    y: jax.Array,
+    x: jax.Array | None = None,
+    y: jax.Array | None = None,
     a: jax.Array | None = None,
     b: jax.Array | None = None,
     *,
-    epsilon: float | jax.Array,
+    epsilon: float | jax.Array | None = None,
     cost: str = "sqeuclidean",
     relative_epsilon: bool = False,
     max_iterations: int = 2000,
     min_iterations: int = 0,
     threshold: float = 1e-3,
-    inner_iterations: int = 10,
+    inner_iterations: int | None = None,
     tau_a: float = 1.0,
     tau_b: float = 1.0,
     epsilon_init: float = 1.0,
     epsilon_decay: float = 1.0,
-    geometry: str = "auto",
+    geometry: str | KernelOperator = "auto",
     memory_budget_bytes: int = DEFAULT_MEMORY_BUDGET,
     backend: str = "auto",
     precision: str = "float32",
@@ -146,21 +123,25 @@ def sinkhorn(
     and ``grad`` (implicit differentiation through the fixed point).
 
     Args:
-        x: ``[n, d]`` source points.
-        y: ``[m, d]`` target points.
+        x: ``[n, d]`` source points (None when ``geometry`` is an operator).
+        y: ``[m, d]`` target points (None when ``geometry`` is an operator).
         a: ``[n]`` non-negative source weights; uniform if None. Must sum to 1 when
             balanced (checked when concrete).
         b: ``[m]`` target weights, likewise.
         epsilon: entropic regularisation, > 0; absolute (POT's ``reg``) unless
-            ``relative_epsilon``. Traced: changing it does not recompile.
+            ``relative_epsilon``. Traced: changing it does not recompile. Required for
+            point clouds; None for an operator (its epsilon is a leaf of the operator).
         cost: ``"sqeuclidean"`` (``|x - y|^2``, not halved; default), ``"euclidean"``
             or ``"cosine"``. Static.
         relative_epsilon: if True the regularisation used is ``epsilon * mean(C)``
             (the mean is not differentiated through). Static.
-        max_iterations: iteration cap. Static.
+        max_iterations: iteration cap, at most ``2**31 - 1``; the error trace
+            (``ceil(max_iterations / inner_iterations)`` entries) must fit in memory.
+            Static.
         min_iterations: iterations run before convergence is tested. Static.
         threshold: tolerance on the marginal error (1-norm), ott-jax's meaning.
-        inner_iterations: iterations between two error evaluations. Static.
+        inner_iterations: iterations between two error evaluations; None (default)
+            takes ``min(10, max_iterations)``. Static.
         tau_a: ott-jax unbalancedness on ``a`` in (0, 1]; 1 is balanced. Static.
         tau_b: same on ``b``. Static.
         epsilon_init: annealing (epsilon scaling, Schmitzer 2019, "Stabilized sparse
@@ -173,8 +154,13 @@ def sinkhorn(
         epsilon_decay: geometric decay per iteration, in (0, 1]. Static.
         geometry: ``"dense"`` (the cost matrix is materialised), ``"online"`` (never
             ``n x m``: costs are recomputed tile by tile, see
-            :class:`~jaxdiff.ot.online.OnlineGeometry`) or ``"auto"`` (default: online
-            when the dense cost would exceed ``memory_budget_bytes``). Static.
+            :class:`~jaxdiff.ot.online.OnlineGeometry`), ``"auto"`` (default: online
+            when the dense cost would exceed ``memory_budget_bytes``), or a kernel
+            operator from :func:`~jaxdiff.ot.kernel_ops.make_kernel_operator` (a pytree:
+            traced, with its epsilon; ``x``, ``y``, ``epsilon`` are then None, and
+            ``relative_epsilon``, annealing and ``divergence`` are not available;
+            ``cost``, ``precision`` and ``memory_budget_bytes`` are point-cloud
+            settings and must keep their defaults; ``backend`` is ignored).
         memory_budget_bytes: size bound of the dense cost for ``geometry="auto"``
             (default 2 GiB). Static.
         backend: the online geometry's forward reduction: ``"xla"`` (blocked, every
@@ -198,7 +184,8 @@ def sinkhorn(
             problems as in ott-jax). ``converged`` then covers all three solves. Static.
         debug: raise ``FloatingPointError`` when an input check of
             :data:`~jaxdiff.ot.health.INPUT_CHECKS` fails, an output is not finite or
-            the solver did not converge. Called eagerly, the check runs at once; under
+            the solver did not converge. Called eagerly, the check runs at once (one
+            compiled program per shape and static configuration, cached); under
             ``jit`` the checks are ``checkify.check`` calls and the caller wraps the
             jitted function in ``checkify.checkify`` to receive them. Static.
 
@@ -209,137 +196,203 @@ def sinkhorn(
     Raises:
         TypeError / ValueError: bad shapes, dtypes, names or (concrete) values.
     """
-    if debug and not health.any_traced(x, y, a, b, epsilon, threshold):
-        kwargs = {k: v for k, v in locals().items() if k not in ("x", "y", "a", "b")}
-        solve = functools.partial(sinkhorn, **{**kwargs, "debug": True})
-        err, result = jax.jit(checkify.checkify(solve, errors=checkify.user_checks))(x, y, a, b)
+    statics = _check_statics(
+        cost=cost,
+        relative_epsilon=relative_epsilon,
+        max_iterations=max_iterations,
+        min_iterations=min_iterations,
+        inner_iterations=inner_iterations,
+        tau_a=tau_a,
+        tau_b=tau_b,
+        epsilon_init=epsilon_init,
+        epsilon_decay=epsilon_decay,
+        memory_budget_bytes=memory_budget_bytes,
+        backend=backend,
+        precision=precision,
+        divergence=divergence,
+    )
+    operator = _check_geometry(geometry, statics, x, y, epsilon)
+    threshold = check_positive_scalar("threshold", threshold)
+    if operator is None:
+        if epsilon is None:
+            raise TypeError("epsilon is required for point clouds (a number > 0), got None")
+        epsilon = check_positive_scalar("epsilon", epsilon)
+        geometry = check_choice("geometry", geometry, GEOMETRIES)
+    if check_bool("debug", debug) and is_concrete((x, y, a, b, epsilon, threshold, operator)):
+        name = geometry if operator is None else None
+        program = _checked_program(tuple(sorted({**statics, "geometry": name}.items())))
+        err, result = program(x, y, a, b, epsilon, threshold, operator)
         if err.get() is not None:
             raise FloatingPointError(err.get())
         return result
-    geometry = check_choice("geometry", geometry, GEOMETRIES)
-    cost = check_choice("cost", cost, COSTS)
-    precision = check_choice("precision", precision, PRECISIONS)
-    backend = pick_backend(check_choice("backend", backend, BACKENDS), cost, precision)
-    memory_budget_bytes = check_int_range("memory_budget_bytes", memory_budget_bytes, 1)
-    if not isinstance(relative_epsilon, bool):
-        raise TypeError(f"relative_epsilon must be a bool, got {relative_epsilon!r}")
-    max_iterations = check_int_range("max_iterations", max_iterations, 1)
-    min_iterations = check_int_range("min_iterations", min_iterations, 0, max_iterations)
-    inner_iterations = check_int_range("inner_iterations", inner_iterations, 1, max_iterations)
-    if isinstance(epsilon_init, bool) or not isinstance(epsilon_init, int | float):
-        raise TypeError(f"epsilon_init must be a Python float >= 1, got {epsilon_init!r}")
-    if not epsilon_init >= 1.0:
-        raise ValueError(f"epsilon_init={epsilon_init} is out of range; allowed: >= 1")
-    epsilon_decay = _check_fraction("epsilon_decay", epsilon_decay)
-    tau_a = _check_fraction("tau_a", tau_a)
-    tau_b = _check_fraction("tau_b", tau_b)
-    balanced = tau_a == 1.0 and tau_b == 1.0
+    if operator is not None:
+        return _solve_operator(operator, a, b, threshold, debug, **statics)
+    return _solve_clouds(x, y, a, b, epsilon, threshold, geometry, debug, **statics)
 
-    x = check_point_cloud("x", x)
-    y = check_point_cloud("y", y)
-    if x.shape[1] != y.shape[1]:
-        raise ValueError(f"x and y must have the same dimension, got x {x.shape} and y {y.shape}")
-    dtype = jnp.result_type(x.dtype, y.dtype, float)
-    x, y = x.astype(dtype), y.astype(dtype)
-    a = _check_weights("a", a, x.shape[0], dtype, balanced)
-    b = _check_weights("b", b, y.shape[0], dtype, balanced)
 
-    for field, value in (("epsilon", epsilon), ("threshold", threshold)):
-        if jnp.ndim(value) != 0:
-            raise ValueError(f"{field} must be a scalar, got shape {jnp.shape(value)}")
-        host = _concrete(value)
-        if host is not None and not (np.isfinite(host) and host > 0):
-            raise ValueError(f"{field} must be a finite number > 0, got {value!r}")
+def _check_statics(**kw) -> dict:
+    """Validated, normalised static settings (hashable: the debug program's cache key)."""
+    kw["cost"] = COSTS.canonical(kw["cost"])
+    kw["precision"] = check_choice("precision", kw["precision"], PRECISIONS)
+    backend = check_choice("backend", kw["backend"], BACKENDS)
+    kw["backend"] = pick_backend(backend, kw["cost"], kw["precision"])
+    kw["memory_budget_bytes"] = check_int_range("memory_budget_bytes", kw["memory_budget_bytes"], 1)
+    kw["relative_epsilon"] = check_bool("relative_epsilon", kw["relative_epsilon"])
+    kw["divergence"] = check_bool("divergence", kw["divergence"])
+    top = check_int_range("max_iterations", kw["max_iterations"], 1, MAX_ITERATIONS)
+    kw["max_iterations"] = top
+    kw["min_iterations"] = check_int_range("min_iterations", kw["min_iterations"], 0, top)
+    inner = kw["inner_iterations"]
+    inner = min(DEFAULT_INNER_ITERATIONS, top) if inner is None else inner
+    kw["inner_iterations"] = check_int_range("inner_iterations", inner, 1, top)
+    kw["epsilon_init"] = check_real("epsilon_init", kw["epsilon_init"], 1.0)
+    kw["epsilon_decay"] = check_fraction("epsilon_decay", kw["epsilon_decay"])
+    kw["tau_a"] = check_fraction("tau_a", kw["tau_a"])
+    kw["tau_b"] = check_fraction("tau_b", kw["tau_b"])
+    solves = 3 if kw["divergence"] else 1
+    trace = -(-top // kw["inner_iterations"]) * 8 * solves
+    check_allocation(
+        f"max_iterations={top} with inner_iterations={kw['inner_iterations']} (the error trace)",
+        trace,
+        "lower max_iterations or raise inner_iterations (errors are recorded every "
+        "inner_iterations steps)",
+    )
+    return kw
 
-    geometry = pick_geometry(geometry, x.shape[0], y.shape[0], dtype, memory_budget_bytes)
-    geom_args = {
-        "online": geometry == "online",
-        "cost": cost,
-        "backend": backend,
-        "precision": precision,
-        "epsilon_init": epsilon_init,
-        "epsilon_decay": epsilon_decay,
+
+def _check_geometry(geometry, statics: dict, x, y, epsilon) -> KernelOperator | None:
+    """The operator passed as ``geometry`` (None for a geometry name), its misuse refused."""
+    if isinstance(geometry, str):
+        return None
+    if not isinstance(geometry, KernelOperator):
+        raise TypeError(
+            f"geometry must be one of {list(GEOMETRIES)} or an operator from "
+            f"make_kernel_operator, got {type(geometry).__name__}: {geometry!r}"
+        )
+    given = {"x": x, "y": y, "epsilon": epsilon}
+    for field, value in given.items():
+        if value is not None:
+            raise ValueError(
+                f"{field} must be None when geometry is a kernel operator (the operator "
+                "holds its points and epsilon)"
+            )
+    refused = {
+        "relative_epsilon": statics["relative_epsilon"],
+        "divergence": statics["divergence"],
+        "epsilon_init/epsilon_decay": (statics["epsilon_init"], statics["epsilon_decay"])
+        != (1.0, 1.0),
     }
-    solver_kwargs = {
+    for field, on in refused.items():
+        if on:
+            raise ValueError(f"{field} is not available with a kernel operator as geometry")
+    for field, default in _CLOUD_DEFAULTS.items():
+        if field != "backend" and statics[field] != default:
+            raise ValueError(
+                f"{field}={statics[field]!r} is a point-cloud setting; a kernel operator "
+                f"as geometry takes the default {default!r}"
+            )
+    return geometry
+
+
+@functools.lru_cache(maxsize=64)
+def _checked_program(statics: tuple):
+    """Jitted, checkified ``sinkhorn`` for one static configuration (cached)."""
+    kwargs = dict(statics)
+
+    def run(x, y, a, b, epsilon, threshold, operator):
+        geometry = kwargs["geometry"] if operator is None else operator
+        options = {**kwargs, "geometry": geometry, "debug": True}
+        return sinkhorn(x, y, a, b, epsilon=epsilon, threshold=threshold, **options)
+
+    return jax.jit(checkify.checkify(run, errors=checkify.user_checks))
+
+
+def _solver_kwargs(statics: dict, threshold, lse_mode: bool) -> dict:
+    return {
         "threshold": threshold,
-        "max_iterations": max_iterations,
-        "min_iterations": min_iterations,
-        "inner_iterations": inner_iterations,
+        "max_iterations": statics["max_iterations"],
+        "min_iterations": statics["min_iterations"],
+        "inner_iterations": statics["inner_iterations"],
+        "lse_mode": lse_mode,
     }
-    geom = _geometry(x, y, jnp.asarray(epsilon, dtype=dtype), relative_epsilon, **geom_args)
-    out = _solve(geom, a, b, tau_a, tau_b, solver_kwargs)
-    errors = out.errors if out.errors.ndim == 1 else out.errors[:, 0]
-    primal = geom.transport_cost(out.f, out.g) if geometry == "online" else out.primal_cost
-    flags = health.input_flags(x, y, a, b, geom.epsilon, balanced)
-    finite = jnp.all(jnp.isfinite(jnp.stack([primal, out.reg_ot_cost])))
-    finite &= jnp.all(jnp.isfinite(out.f) | (a == 0)) & jnp.all(jnp.isfinite(out.g) | (b == 0))
-    result = OTResult(
-        f=out.f,
-        g=out.g,
+
+
+def _solve_operator(op: KernelOperator, a, b, threshold, debug: bool, **statics) -> OTResult:
+    """Sinkhorn on a kernel operator: log domain where it has one, else scaling space."""
+    tau_a, tau_b = statics["tau_a"], statics["tau_b"]
+    balanced = tau_a == 1.0 and tau_b == 1.0
+    n, m = op.shape
+    a = check_weights("a", a, n, op.dtype, balanced)
+    b = check_weights("b", b, m, op.dtype, balanced)
+    out = run_solver(op, a, b, tau_a, tau_b, _solver_kwargs(statics, threshold, op.log_domain))
+    flags = health.input_flags(None, None, a, b, op.epsilon, balanced)
+    result, finite = package(
+        out,
+        op,
+        out.primal_cost if op.log_domain else None,
+        flags,
+        statics["inner_iterations"],
         a=a,
         b=b,
-        x=x,
-        y=y,
-        epsilon=jnp.asarray(geom.epsilon, dtype=dtype),
-        primal_cost=primal,
-        reg_ot_cost=out.reg_ot_cost,
-        converged=jnp.asarray(out.converged) & finite & ~jnp.any(flags),
-        input_errors=flags,
-        n_iters=jnp.sum(errors != -1) * inner_iterations,
-        errors=errors,
-        cost=cost,
+        x=None,
+        y=None,
+        operator=op,
+        cost=None,
         tau_a=tau_a,
         tau_b=tau_b,
-        online=geometry == "online",
-        backend=backend,
-        precision=precision,
+        lse_mode=op.log_domain,
     )
-    if divergence:
-        result = _with_divergence(result, geom_args, solver_kwargs)
     if debug:
         health.check_all(flags, finite, result.converged)
     return result
 
 
-def _geometry(
-    x, y, epsilon, relative, *, online, cost, backend, precision, epsilon_init, epsilon_decay
-):
-    """The ott-jax geometry of one problem (epsilon annealed when asked)."""
-
-    def make(**kwargs):
-        kwargs["cost_fn"] = make_cost_fn(cost)
-        if online:
-            return OnlineGeometry(x, y, backend=backend, precision=precision, **kwargs)
-        return pointcloud.PointCloud(x, y, **kwargs)
-
-    geom = make(epsilon=epsilon, relative_epsilon="mean" if relative else None)
-    if epsilon_init != 1.0 or epsilon_decay != 1.0:  # anneal down to the target epsilon
-        schedule = epsilon_scheduler.Epsilon(geom.epsilon, init=epsilon_init, decay=epsilon_decay)
-        geom = make(epsilon=schedule)
-    return geom
-
-
-def _solve(geom, a, b, tau_a, tau_b, solver_kwargs, symmetric=False):
-    """Run ott-jax's Sinkhorn on ``geom``.
-
-    Symmetric problems (``x = y``, ``a = b``) use averaged updates with momentum 0.5,
-    which converge where alternating updates oscillate (ott-jax's choice for the
-    divergence's autocorrelation terms).
-    """
-    problem = linear_problem.LinearProblem(geom, a=a, b=b, tau_a=tau_a, tau_b=tau_b)
-    if symmetric:
-        momentum = acceleration.Momentum(start=0, value=0.5)
-        solver_kwargs = {**solver_kwargs, "parallel_dual_updates": True, "momentum": momentum}
-    return ott_sinkhorn.Sinkhorn(**solver_kwargs)(problem)
-
-
-def _with_divergence(result: OTResult, geom_args: dict, solver_kwargs: dict) -> OTResult:
-    """Add the debiased divergence from the two symmetric problems of ``result``."""
-    value = result.reg_ot_cost + 0.5 * result.epsilon * (jnp.sum(result.a) - jnp.sum(result.b)) ** 2
-    converged = result.converged
-    for points, weights in ((result.x, result.a), (result.y, result.b)):
-        geom = _geometry(points, points, result.epsilon, False, **geom_args)
-        out = _solve(geom, weights, weights, result.tau_a, result.tau_b, solver_kwargs, True)
-        value = value - 0.5 * out.reg_ot_cost
-        converged &= jnp.asarray(out.converged) & jnp.isfinite(out.reg_ot_cost)
-    return result.replace(divergence=value, converged=converged)
+def _solve_clouds(x, y, a, b, epsilon, threshold, geometry: str, debug: bool, **st) -> OTResult:
+    """Sinkhorn between point clouds on the dense or online geometry."""
+    balanced = st["tau_a"] == 1.0 and st["tau_b"] == 1.0
+    x = check_cloud("x", x)
+    y = check_cloud("y", y)
+    if x.shape[1] != y.shape[1]:
+        raise ValueError(f"x and y must have the same dimension, got x {x.shape} and y {y.shape}")
+    dtype = jnp.result_type(x.dtype, y.dtype, float)
+    x, y = x.astype(dtype), y.astype(dtype)
+    a = check_weights("a", a, x.shape[0], dtype, balanced)
+    b = check_weights("b", b, y.shape[0], dtype, balanced)
+    geometry = pick_geometry(geometry, x.shape[0], y.shape[0], dtype, st["memory_budget_bytes"])
+    online = geometry == "online"
+    geom_args = {
+        "online": online,
+        "cost": st["cost"],
+        "backend": st["backend"],
+        "precision": st["precision"],
+        "epsilon_init": st["epsilon_init"],
+        "epsilon_decay": st["epsilon_decay"],
+    }
+    solver_kwargs = _solver_kwargs(st, threshold, True)
+    eps = jnp.asarray(epsilon, dtype=dtype)
+    geom = cloud_geometry(x, y, eps, st["relative_epsilon"], **geom_args)
+    out = run_solver(geom, a, b, st["tau_a"], st["tau_b"], solver_kwargs)
+    primal = geom.transport_cost(out.f, out.g) if online else out.primal_cost
+    flags = health.input_flags(x, y, a, b, geom.epsilon, balanced)
+    result, finite = package(
+        out,
+        geom,
+        primal,
+        flags,
+        st["inner_iterations"],
+        a=a,
+        b=b,
+        x=x,
+        y=y,
+        cost=st["cost"],
+        tau_a=st["tau_a"],
+        tau_b=st["tau_b"],
+        online=online,
+        backend=st["backend"],
+        precision=st["precision"],
+    )
+    if st["divergence"]:
+        result = with_divergence(result, geom_args, solver_kwargs)
+    if debug:
+        health.check_all(flags, finite, result.converged)
+    return result

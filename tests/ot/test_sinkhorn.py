@@ -1,5 +1,6 @@
 """Tests for jaxdiff.ot.sinkhorn and OTResult, with POT as the oracle."""
 
+import importlib
 import warnings
 
 import jax
@@ -270,3 +271,66 @@ def test_bad_points_raise():
 def test_unbalanced_weights_need_not_sum_to_one():
     res = sinkhorn(X, Y, np.full(4, 0.5), np.full(3, 0.2), epsilon=1.0, tau_a=0.5, tau_b=0.5)
     assert np.all(np.isfinite(np.asarray(res.f)))
+
+
+@pytest.mark.parametrize(
+    "kwargs,field",
+    [
+        (dict(epsilon="0.1"), "epsilon"),
+        (dict(epsilon=0.1, threshold="1e-3"), "threshold"),
+        (dict(epsilon=0.1, tau_a="0.5"), "tau_a"),
+        (dict(epsilon=0.1, epsilon_init="2"), "epsilon_init"),
+        (dict(epsilon=0.1, max_iterations="10"), "max_iterations"),
+        (dict(epsilon=0.1, inner_iterations="10"), "inner_iterations"),
+        (dict(epsilon=0.1, divergence="False"), "divergence"),
+        (dict(epsilon=0.1, relative_epsilon="False"), "relative_epsilon"),
+        (dict(epsilon=0.1, debug="False"), "debug"),
+        (dict(epsilon=None), "epsilon"),
+        (dict(epsilon=np.array(["0.1"])), "epsilon"),
+    ],
+)
+def test_strings_for_numbers_and_bools_raise_type_error(kwargs, field):
+    with pytest.raises(TypeError, match=field):
+        sinkhorn(X, Y, **kwargs)
+
+
+def test_max_iterations_below_default_inner_iterations():
+    """inner_iterations adapts to a small bound; an explicit contradiction still raises."""
+    res = sinkhorn(X, Y, epsilon=0.5, max_iterations=5, threshold=1e-12)
+    assert res.errors.shape == (1,) and int(res.n_iters) == 5
+    with pytest.raises(ValueError, match="inner_iterations=10 is out of range"):
+        sinkhorn(X, Y, epsilon=0.5, max_iterations=5, inner_iterations=10)
+
+
+def test_error_trace_that_cannot_fit_is_refused(monkeypatch):
+    with pytest.raises(ValueError, match="max_iterations=1000000000000 is out of range"):
+        sinkhorn(X, Y, epsilon=0.5, max_iterations=10**12)  # beyond the int32 counter
+    import jaxdiff.ot.memory as memory
+
+    monkeypatch.setattr(memory, "available_bytes", lambda: 1 << 30)  # a 1 GiB device
+    with pytest.raises(
+        ValueError, match=r"max_iterations=1000000000 with inner_iterations=1 .*7\.5 GiB"
+    ):
+        sinkhorn(X, Y, epsilon=0.5, max_iterations=10**9, inner_iterations=1)
+    res = sinkhorn(X, Y, epsilon=0.5, max_iterations=10**9, inner_iterations=10**7)
+    assert res.errors.shape == (100,)
+
+
+def test_debug_compiles_once_per_configuration(monkeypatch):
+    front = importlib.import_module("jaxdiff.ot.sinkhorn")  # the module, not the function
+    traces = []
+    real = front.run_solver
+
+    def counting(*args, **kwargs):
+        traces.append(1)  # Python body: runs only while tracing a new program
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(front, "run_solver", counting)
+    front._checked_program.cache_clear()
+    x = np.random.default_rng(0).normal(size=(6, 2))
+    results = [sinkhorn(x, x + 0.1, epsilon=eps, debug=True) for eps in (0.5, 0.5, 0.7)]
+    assert len(traces) == 1 and all(bool(r.converged) for r in results)
+    sinkhorn(x, x + 0.1, epsilon=0.5, debug=True, max_iterations=500)  # new static config
+    assert len(traces) == 2
+    with pytest.raises(FloatingPointError, match="did not converge"):
+        sinkhorn(x, x + 3.0, epsilon=0.01, debug=True, max_iterations=2, threshold=1e-9)

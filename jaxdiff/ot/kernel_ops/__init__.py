@@ -1,32 +1,33 @@
 """Kernel operators for entropic OT (ATLAS): direct, FFT (grids), random features, Nyström.
 
-Each operator applies the Gibbs kernel ``K_ij = exp(-C(x_i, y_j) / epsilon)`` (gaussian:
-``C = |x - y|^2``; laplacian: ``C = |x - y|``) through ``apply`` / ``apply_transpose``;
-:func:`kernel_operator_error` measures an approximation against the direct kernel, and
-:func:`sinkhorn_scaling` runs Sinkhorn in scaling space on any of them.
+Each operator is an ott-jax geometry applying the Gibbs kernel
+``K_ij = exp(-C(x_i, y_j) / epsilon)`` (gaussian: ``C = |x - y|^2``; laplacian:
+``C = |x - y|``), with ``epsilon`` a traced leaf, and also ``apply`` / ``apply_transpose``.
+``jaxdiff.ot.sinkhorn(geometry=op)`` solves OT on it (log domain where the operator has
+one, scaling space otherwise); :func:`kernel_operator_error` measures an approximation
+against the direct kernel.
 """
 
-from jaxdiff.ot.kernel_ops.config import FEATURE_MAPS, KERNEL_TYPES, SOLVER_TYPES, KernelConfig
-from jaxdiff.ot.kernel_ops.direct import DirectKernel
-from jaxdiff.ot.kernel_ops.error import OperatorError, kernel_operator_error
-from jaxdiff.ot.kernel_ops.factory import KernelOperator, make_kernel_operator
-from jaxdiff.ot.kernel_ops.fft import GridKernel, grid_points
-from jaxdiff.ot.kernel_ops.rff import FeatureKernel
-from jaxdiff.ot.kernel_ops.scaling_sinkhorn import ScalingResult, sinkhorn_scaling
+from jaxdiff.ot.kernel_ops.base import KernelOperator
+from jaxdiff.ot.kernel_ops.config import FEATURE_MAPS, KERNEL_TYPES, SOLVERS, KernelConfig
+from jaxdiff.ot.kernel_ops.direct import DirectGeometry
+from jaxdiff.ot.kernel_ops.error import OperatorErrorReport, kernel_operator_error
+from jaxdiff.ot.kernel_ops.factory import make_kernel_operator
+from jaxdiff.ot.kernel_ops.fft import GaussianGridGeometry, LaplacianGridGeometry, grid_points
+from jaxdiff.ot.kernel_ops.rff import FeatureGeometry
 
 __all__ = [
     "FEATURE_MAPS",
     "KERNEL_TYPES",
-    "SOLVER_TYPES",
-    "DirectKernel",
-    "FeatureKernel",
-    "GridKernel",
+    "SOLVERS",
+    "DirectGeometry",
+    "FeatureGeometry",
+    "GaussianGridGeometry",
     "KernelConfig",
     "KernelOperator",
-    "OperatorError",
-    "ScalingResult",
+    "LaplacianGridGeometry",
+    "OperatorErrorReport",
     "grid_points",
     "kernel_operator_error",
     "make_kernel_operator",
-    "sinkhorn_scaling",
 ]

@@ -1,20 +1,24 @@
-"""Shared pieces of the kernel operators: input checks, costs, ``[m]`` / ``[m, k]`` inputs.
+"""Shared pieces of the kernel operators: the operator interface, input checks, costs.
 
-Every operator is a ``flax.struct.dataclass`` with ``shape = (n, m)``,
-``apply(v)`` (``K v``: ``[m]`` or ``[m, k]`` -> ``[n]`` or ``[n, k]``) and
-``apply_transpose(u)`` (``K^T u``: ``[n]`` or ``[n, k]`` -> ``[m]`` or ``[m, k]``).
+Every operator is an ott-jax :class:`~ott.geometry.geometry.Geometry` (so
+:func:`jaxdiff.ot.sinkhorn` and ott-jax's solvers take it as it is) that also derives
+from :class:`KernelOperator`: ``shape = (n, m)``, ``apply(v)`` (``K v``: ``[m]`` or
+``[m, k]`` -> ``[n]`` or ``[n, k]``) and ``apply_transpose(u)`` (``K^T u``). Each lists
+its pytree children explicitly; ``epsilon`` is always one of them (a traced leaf).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 
-from jaxdiff._validation import check_point_cloud
+from jaxdiff.ot.checks import check_cloud
 
 __all__ = [
+    "KernelOperator",
     "as_matrix",
     "check_points",
     "check_same_dim",
@@ -24,9 +28,37 @@ __all__ = [
 ]
 
 
+class KernelOperator:
+    """Mixin of the kernel-operator geometries: ``K v`` and ``K^T u`` on vectors or matrices.
+
+    Subclasses set ``solver_type`` and ``kernel_type`` (static names), and
+    ``log_domain``: True when the geometry has a log-domain (``apply_lse_kernel``) form,
+    so :func:`jaxdiff.ot.sinkhorn` runs in the log domain on it; False where only the
+    kernel product exists (scaling-space iterations, ott-jax's ``lse_mode=False``).
+    """
+
+    solver_type: str
+    kernel_type: str
+    log_domain: bool
+
+    def apply(self, v: jax.Array) -> jax.Array:
+        """``K v``: ``[m]`` or ``[m, k]`` -> ``[n]`` or ``[n, k]``."""
+        return as_matrix("v", v, self.shape[1], lambda w: _kernel_columns(self, w, 1), self.dtype)
+
+    def apply_transpose(self, u: jax.Array) -> jax.Array:
+        """``K^T u``: ``[n]`` or ``[n, k]`` -> ``[m]`` or ``[m, k]``."""
+        return as_matrix("u", u, self.shape[0], lambda w: _kernel_columns(self, w, 0), self.dtype)
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _kernel_columns(op: KernelOperator, w: jax.Array, axis: int) -> jax.Array:
+    """``apply_kernel`` on each column of ``w`` ``[size, k]`` (one compiled program)."""
+    return jax.vmap(lambda c: op.apply_kernel(c, axis=axis), in_axes=1, out_axes=1)(w)
+
+
 def check_points(field: str, value) -> jax.Array:
     """``value`` as a ``[num_points, dim]`` floating array; NaN checked when concrete."""
-    arr = check_point_cloud(field, value)
+    arr = check_cloud(field, value)
     return arr.astype(jnp.result_type(arr.dtype, float))
 
 

@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import jax
 import jax.numpy as jnp
 from flax import struct
 
 from jaxdiff._validation import check_int_range
-from jaxdiff.ot.kernel_ops.factory import KernelOperator, make_kernel_operator
+from jaxdiff.ot.kernel_ops.base import KernelOperator
+from jaxdiff.ot.kernel_ops.config import KernelConfig
+from jaxdiff.ot.kernel_ops.factory import make_kernel_operator
 from jaxdiff.ot.kernel_ops.fft import grid_points
 
-__all__ = ["OperatorError", "kernel_operator_error"]
+__all__ = ["OperatorErrorReport", "kernel_operator_error"]
 
 
 @struct.dataclass
-class OperatorError:
-    """Relative errors of an operator against the direct kernel.
+class OperatorErrorReport:
+    """Relative errors of an operator against the direct kernel (a report, not an exception).
 
     Attributes:
         apply: ``||K_op V - K V||_F / ||K V||_F`` over the probes ``V`` ``[m, p]``.
@@ -35,7 +35,7 @@ def kernel_operator_error(
     *,
     key: jax.Array,
     num_probes: int = 8,
-) -> OperatorError:
+) -> OperatorErrorReport:
     """Relative error of ``op`` against the direct operator on the same points.
 
     Probes are uniform on ``[0, 1)`` (non-negative, like Sinkhorn scalings: signed
@@ -50,31 +50,35 @@ def kernel_operator_error(
         num_probes: number of probe vectors ``p`` (static, >= 1).
 
     Returns:
-        An :class:`OperatorError` with the two scalar relative errors.
+        An :class:`OperatorErrorReport` with the two scalar relative errors.
     """
+    if not isinstance(op, KernelOperator):
+        raise TypeError(
+            f"op must be an operator from make_kernel_operator, got {type(op).__name__}"
+        )
     num_probes = check_int_range("num_probes", num_probes, 1)
-    config = op.config
-    if config.solver_type == "fft":
+    if op.solver_type == "fft":
         x = grid_points(x)
         y = None if y is None else grid_points(y)
-    exact = make_kernel_operator(dataclasses.replace(config, solver_type="direct"), x, y)
+    config = KernelConfig(op.kernel_type, op.epsilon, "direct")
+    exact = make_kernel_operator(config, x, y)
     n, m = exact.shape
     if tuple(op.shape) != (n, m):
         raise ValueError(f"op has shape {tuple(op.shape)} but the points give {(n, m)}")
     return _relative_errors(op, exact, key, num_probes)
 
 
-def _relative_errors(op, exact, key, num_probes: int) -> OperatorError:
+def _relative_errors(op, exact, key, num_probes: int) -> OperatorErrorReport:
     n, m = exact.shape
     k_v, k_u = jax.random.split(key)
-    dtype = exact.matrix.dtype
+    dtype = exact.dtype
     v = jax.random.uniform(k_v, (m, num_probes), dtype)
     u = jax.random.uniform(k_u, (n, num_probes), dtype)
 
     def rel(approx, ref):
         return jnp.linalg.norm(approx - ref) / jnp.linalg.norm(ref)
 
-    return OperatorError(
+    return OperatorErrorReport(
         apply=rel(op.apply(v), exact.apply(v)),
         apply_transpose=rel(op.apply_transpose(u), exact.apply_transpose(u)),
     )

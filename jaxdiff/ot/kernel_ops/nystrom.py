@@ -12,7 +12,10 @@ max(lam)`` are dropped, and the operator keeps the factors
 
 so ``K ~ Phi_x Phi_y^T`` is applied in ``O((n + m) r)``. With all points as landmarks
 (and nothing truncated) the sketch is exact. Entries of the approximation can be
-negative; :func:`sinkhorn_scaling` then relies on its positive floor.
+negative; Sinkhorn may then fail to converge (reported in ``OTResult.converged``).
+The factors are our own code (ott-jax has no Nyström sketch); the geometry is the
+low-rank kernel :class:`~jaxdiff.ot.kernel_ops.rff.FeatureGeometry` (ott-jax's
+``LRKGeometry``).
 """
 
 from __future__ import annotations
@@ -23,8 +26,9 @@ import jax
 import jax.numpy as jnp
 
 from jaxdiff.ot.kernel_ops.base import gibbs, point_pair
-from jaxdiff.ot.kernel_ops.config import KernelConfig
-from jaxdiff.ot.kernel_ops.rff import FeatureKernel
+from jaxdiff.ot.kernel_ops.config import SOLVERS, KernelConfig
+from jaxdiff.ot.kernel_ops.rff import FeatureGeometry, feature_bytes
+from jaxdiff.ot.memory import check_allocation
 
 __all__ = ["make_nystrom", "nystrom_landmarks"]
 
@@ -39,16 +43,21 @@ def nystrom_landmarks(
     return pool[index]
 
 
+@SOLVERS.register("nystrom")
 def make_nystrom(
-    config: KernelConfig, x: jax.Array, y: jax.Array | None = None, *, key: jax.Array
-) -> FeatureKernel:
+    config: KernelConfig, x: jax.Array, y: jax.Array | None, key: jax.Array
+) -> FeatureGeometry:
     """Nyström operator between ``x`` ``[n, d]`` and ``y`` ``[m, d]`` (``y=None``: ``x``)."""
     x, y, y_given = point_pair(x, y)
-    return _build(config, y_given, key, x, y)
+    n, m = x.shape[0], y.shape[0]
+    rank = min(config.rank, n + m if y_given else n)
+    nbytes = feature_bytes(n, m, rank, rank, x.dtype.itemsize)
+    check_allocation(f"rank={config.rank}", nbytes, "use a smaller rank")
+    return _build(y_given, config, key, x, y)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1))
-def _build(config: KernelConfig, y_given: bool, key, x, y) -> FeatureKernel:
+@functools.partial(jax.jit, static_argnums=0)
+def _build(y_given: bool, config: KernelConfig, key, x, y) -> FeatureGeometry:
     eps = jnp.asarray(config.epsilon, x.dtype)
     landmarks = nystrom_landmarks(key, config, x, y if y_given else None)
     lam, vecs = jnp.linalg.eigh(gibbs(config.kernel_type, landmarks, landmarks, eps))
@@ -57,5 +66,4 @@ def _build(config: KernelConfig, y_given: bool, key, x, y) -> FeatureKernel:
     project = vecs * inv_sqrt[None, :]  # [r, r]
     fx = gibbs(config.kernel_type, x, landmarks, eps) @ project
     fy = gibbs(config.kernel_type, y, landmarks, eps) @ project if y_given else fx
-    zeros_x, zeros_y = jnp.zeros(x.shape[:1], x.dtype), jnp.zeros(y.shape[:1], x.dtype)
-    return FeatureKernel(fx, fy, zeros_x, zeros_y, config=config)
+    return FeatureGeometry(fx, fy, eps, config.kernel_type, "nystrom")

@@ -14,7 +14,7 @@ Two feature maps (``KernelConfig.feature_map``), ``r = num_features``:
   (subordination by a 1/2-stable law): with ``g ~ N(0, 1)``,
   ``exp(-|d| / epsilon) = E_g[exp(-t_g |d|^2)]``, ``t_g = 1 / (2 epsilon^2 g^2)``, so each
   feature draws its own ``t``. Every entry of the approximation is > 0, so the scaling
-  iterations of :func:`sinkhorn_scaling` stay well defined. Limits: the estimator's
+  iterations of :func:`jaxdiff.ot.sinkhorn` on it stay well defined. Limits: the estimator's
   variance grows like ``exp(8 t <x, y>)`` (points are centred first to keep ``|x|``
   small); it is good when the clouds' radius is a few ``sqrt(epsilon)`` (gaussian) and
   in low dimension, and the laplacian mixture is heavy tailed (small ``g``), so it
@@ -24,10 +24,16 @@ Two feature maps (``KernelConfig.feature_map``), ``r = num_features``:
   from the kernel's spectral density: ``N(0, (2 / epsilon) I)`` (gaussian) or the
   multivariate Cauchy ``z / (epsilon |g|)``, ``z ~ N(0, I)``, ``g ~ N(0, 1)``
   (laplacian). Bounded variance, but entries of the approximation can be negative;
-  :func:`sinkhorn_scaling` then relies on its positive floor.
+  Sinkhorn may then fail to converge
+  (reported in ``OTResult.converged``).
 
-Positive features are stored as ``exp(log_phi - s)`` with a per-point log scale ``s``
-(the row maximum), so no feature overflows; the scales are re-applied in ``apply``.
+Positive features cannot overflow: ``sqrt(2 t) <w, x> - 2 t |x|^2 <= |w|^2 / 4`` for every
+``x`` and ``t``, so ``log_phi`` stays below ``|w|^2 / 4`` (about ``d / 4 + log r``).
+
+The geometry is ott-jax's :class:`~ott.geometry.low_rank.LRKGeometry` (a kernel
+``K = k1 k2^T`` of features, kernel products only) with our feature maps:
+:class:`FeatureGeometry` adds the operator interface and is shared with the Nyström
+operator, whose factors are not positive features but apply the same way.
 """
 
 from __future__ import annotations
@@ -36,63 +42,49 @@ import functools
 
 import jax
 import jax.numpy as jnp
-from flax import struct
+from ott.geometry import low_rank
 
-from jaxdiff.ot.kernel_ops.base import as_matrix, point_pair
-from jaxdiff.ot.kernel_ops.config import KernelConfig
+from jaxdiff.ot.kernel_ops.base import KernelOperator, point_pair
+from jaxdiff.ot.kernel_ops.config import SOLVERS, KernelConfig
+from jaxdiff.ot.memory import check_allocation
 
-__all__ = ["FeatureKernel", "make_rff", "random_features"]
+__all__ = ["FeatureGeometry", "feature_bytes", "make_rff", "random_features"]
 
 
-@struct.dataclass
-class FeatureKernel:
-    """Low-rank kernel ``K ~ diag(e^sx) F_x F_y^T diag(e^sy)`` from features.
+@jax.tree_util.register_pytree_node_class
+class FeatureGeometry(KernelOperator, low_rank.LRKGeometry):
+    """Low-rank kernel ``K ~ F_x F_y^T`` from features (ott-jax's ``LRKGeometry``).
 
-    Used by the ``"rff"`` and ``"nystrom"`` operators.
+    Used by the ``"rff"`` and ``"nystrom"`` operators. The features already encode
+    ``epsilon`` (kept as a leaf for the potentials ``f = epsilon log u``): changing it
+    means building the operator again, which under ``jit`` does not recompile.
 
-    Attributes:
-        features_x: ``[n, r]`` features of ``x`` (divided by ``exp(log_scale_x)``).
-        features_y: ``[m, r]`` features of ``y``.
-        log_scale_x: ``[n]`` log of the per-point feature scale (0 if unscaled).
-        log_scale_y: ``[m]`` likewise.
-        config: static :class:`KernelConfig`.
+    Args:
+        k1: ``[n, r]`` features of ``x``.
+        k2: ``[m, r]`` features of ``y``.
+        epsilon: scalar regularisation the features were drawn for.
+        kernel_type: ``"gaussian"`` or ``"laplacian"`` (static).
+        solver_type: ``"rff"`` or ``"nystrom"`` (static).
     """
 
-    features_x: jax.Array
-    features_y: jax.Array
-    log_scale_x: jax.Array
-    log_scale_y: jax.Array
-    config: KernelConfig = struct.field(pytree_node=False)
+    log_domain = False
 
-    @property
-    def shape(self) -> tuple[int, int]:
-        """``(n, m)``."""
-        return (self.features_x.shape[0], self.features_y.shape[0])
+    def __init__(self, k1, k2, epsilon, kernel_type: str, solver_type: str):
+        super().__init__(k1, k2, epsilon=epsilon)
+        self.kernel_type = kernel_type
+        self.solver_type = solver_type
 
-    @staticmethod
-    def _product(f_out, s_out, f_in, s_in, w):
-        shift = jax.lax.stop_gradient(jnp.max(s_in))  # exp(s_in - shift) <= 1
-        inner = f_in.T @ (jnp.exp(s_in - shift)[:, None] * w)  # [r, k]
-        return jnp.exp(s_out + shift)[:, None] * (f_out @ inner)
+    def tree_flatten(self):  # noqa: D102
+        return (self.k1, self.k2, self._epsilon_init), (self.kernel_type, self.solver_type)
 
-    def apply(self, v: jax.Array) -> jax.Array:
-        """``K v``: ``[m]`` or ``[m, k]`` -> ``[n]`` or ``[n, k]``; ``O((n + m) r k)``."""
-        fx, fy, sx, sy = self.features_x, self.features_y, self.log_scale_x, self.log_scale_y
-        return as_matrix(
-            "v", v, self.shape[1], lambda w: self._product(fx, sx, fy, sy, w), fx.dtype
-        )
-
-    def apply_transpose(self, u: jax.Array) -> jax.Array:
-        """``K^T u``: ``[n]`` or ``[n, k]`` -> ``[m]`` or ``[m, k]``."""
-        fx, fy, sx, sy = self.features_x, self.features_y, self.log_scale_x, self.log_scale_y
-        return as_matrix(
-            "u", u, self.shape[0], lambda w: self._product(fy, sy, fx, sx, w), fx.dtype
-        )
+    @classmethod
+    def tree_unflatten(cls, aux_data, children):  # noqa: D102
+        return cls(*children, *aux_data)
 
 
 def _draw(key: jax.Array, config: KernelConfig, dim: int, dtype):
     """Frequencies ``[d, r]`` and, per feature, a coefficient (positive) or phase."""
-    r, eps = config.num_features, jnp.asarray(config.epsilon, dtype)
+    r, eps = config.num_features, jnp.asarray(config.epsilon, dtype)  # eps may be traced
     k_w, k_extra = jax.random.split(key)
     w = jax.random.normal(k_w, (dim, r), dtype)
     if config.feature_map == "positive":
@@ -108,35 +100,42 @@ def _draw(key: jax.Array, config: KernelConfig, dim: int, dtype):
     return w / (eps * jnp.maximum(g, jnp.finfo(dtype).tiny)), phase
 
 
-def random_features(config: KernelConfig, params, x: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Features ``[n, r]`` and log scales ``[n]`` of (centred) points ``x`` ``[n, d]``."""
+def random_features(config: KernelConfig, params, x: jax.Array) -> jax.Array:
+    """Features ``[n, r]`` of (centred) points ``x`` ``[n, d]``."""
     w, extra = params
     r = config.num_features
     if config.feature_map == "fourier":
-        feats = jnp.sqrt(2.0 / r) * jnp.cos(x @ w + extra)
-        return feats, jnp.zeros(x.shape[:1], x.dtype)
+        return jnp.sqrt(2.0 / r) * jnp.cos(x @ w + extra)
     t = extra
     log_phi = jnp.sqrt(2.0 * t) * (x @ w) - 2.0 * t * jnp.sum(x**2, 1, keepdims=True)
     log_phi = log_phi - 0.5 * jnp.log(jnp.asarray(r, x.dtype))
-    scale = jax.lax.stop_gradient(jnp.max(log_phi, axis=1))
-    return jnp.exp(log_phi - scale[:, None]), scale
+    return jnp.exp(log_phi)
 
 
-def make_rff(
-    config: KernelConfig, x: jax.Array, y: jax.Array | None = None, *, key: jax.Array
-) -> FeatureKernel:
+def feature_bytes(n: int, m: int, r: int, d: int, itemsize: int) -> int:
+    """Bytes of a ``[n, r]`` and a ``[m, r]`` feature matrix (plus their ``[d, r]`` draws)."""
+    return 2 * (n + m + d) * r * itemsize
+
+
+@SOLVERS.register("rff")
+def make_rff(config: KernelConfig, x: jax.Array, y: jax.Array | None, key) -> FeatureGeometry:
     """Random-feature operator between ``x`` ``[n, d]`` and ``y`` ``[m, d]``.
 
     ``key`` draws the ``num_features`` frequencies; the same key gives the same operator.
     """
     x, y, y_given = point_pair(x, y)
-    return _build(config, y_given, key, x, y)
+    nbytes = feature_bytes(
+        x.shape[0], y.shape[0], config.num_features, x.shape[1], x.dtype.itemsize
+    )
+    check_allocation(f"num_features={config.num_features}", nbytes, "use fewer features")
+    return _build(y_given, config, key, x, y)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1))
-def _build(config: KernelConfig, y_given: bool, key, x, y) -> FeatureKernel:
+@functools.partial(jax.jit, static_argnums=0)
+def _build(y_given: bool, config: KernelConfig, key, x, y) -> FeatureGeometry:
     centre = 0.5 * (jnp.mean(x, 0) + jnp.mean(y, 0))  # the kernel is translation invariant
     params = _draw(key, config, x.shape[1], x.dtype)
-    fx, sx = random_features(config, params, x - centre)
-    fy, sy = random_features(config, params, y - centre) if y_given else (fx, sx)
-    return FeatureKernel(fx, fy, sx, sy, config=config)
+    fx = random_features(config, params, x - centre)
+    fy = random_features(config, params, y - centre) if y_given else fx
+    eps = jnp.asarray(config.epsilon, x.dtype)
+    return FeatureGeometry(fx, fy, eps, config.kernel_type, "rff")
