@@ -76,13 +76,16 @@ def check_counts(field: str, x, batch_shape=None) -> jax.Array:
         raise ValueError(f"{field} has shape {arr.shape}, expected {tuple(batch_shape)}")
     if not is_concrete(arr):
         return jnp.clip(arr, -MAX_COUNT, MAX_COUNT).astype(jnp.int32)
-    lo, hi = int(arr.min()), int(arr.max())  # two scalars, not the array, leave a device
+    host = np.asarray(arr)  # on the host: jnp ops would be staged inside a jit trace
+    lo, hi = int(host.min()), int(host.max())
     if lo < -MAX_COUNT or hi > MAX_COUNT:
         raise ValueError(
             f"{field} has counts in [{lo}, {hi}]; allowed: |count| <= 2**24 = {MAX_COUNT} "
             "(float32-exact integers)"
         )
-    return jnp.asarray(arr.astype(np.int32))
+    if isinstance(arr, jax.Array):
+        return arr.astype(jnp.int32)
+    return jnp.asarray(host.astype(np.int32))
 
 
 def as_float_array(field: str, value) -> jax.Array:

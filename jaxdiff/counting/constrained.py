@@ -224,10 +224,13 @@ def target_totals(mu0, x1):
     return jnp.round(jnp.clip(mu0 * batch, 0, MAX_COUNT)).astype(jnp.int32)
 
 
-def _check_nonnegative(field, x):
-    host = concrete_value(check_counts(field, x))
+def _nonnegative_counts(field, x):
+    """``check_counts(field, x)``, and ``>= 0`` where the values are concrete."""
+    x = check_counts(field, x)
+    host = concrete_value(x)
     if host is not None and host.min() < 0:
-        raise ValueError(f"{field} must be non-negative counts, got minimum {host.min()}")
+        raise ValueError(f"{field} must be non-negative counts, got minimum {int(host.min())}")
+    return x
 
 
 class ReflectedSkellamBridge(SkellamBridge):
@@ -244,11 +247,11 @@ class ReflectedSkellamBridge(SkellamBridge):
 
     def __call__(self, key, x0, x1, t=None):
         """``(t, |x_t|, target)`` as ``SkellamBridge.__call__``; needs ``x0, x1 >= 0``."""
-        _check_nonnegative("x0", x0)
-        _check_nonnegative("x1", x1)
+        x0 = _nonnegative_counts("x0", x0)
+        x1 = _nonnegative_counts("x1", x1)
         t, x_t, target = super().__call__(key, x0, x1, t)
         x_t = jnp.abs(x_t)
-        return t, x_t, (check_counts("x0", x0) - x_t) if self.delta else target
+        return t, x_t, (x0 - x_t) if self.delta else target
 
     def step_with_jumps(self, key, t_curr, t_next, x_t, x0_hat):
         """Reflected reverse step ``|signed step toward max(x0_hat, 0)|`` and its jumps."""

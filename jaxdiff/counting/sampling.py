@@ -73,7 +73,7 @@ def model_prediction(model, key, x_t, t, context, k, delta, gx0, gs):
     out = model(key, x_t, t, context)
     try:
         out = jnp.asarray(out)
-    except TypeError:
+    except (TypeError, ValueError):
         raise TypeError(
             f"model output must be a numeric array [batch, d], got {type(out).__name__}"
         ) from None

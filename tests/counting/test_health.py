@@ -86,6 +86,19 @@ def test_int64_counts_are_checked_not_wrapped(key):
     np.testing.assert_array_equal(ok, X1)
 
 
+@pytest.mark.parametrize("cls", [ReflectedSkellamBridge, ConstrainedSkellamBridge])
+def test_device_counts_closed_over_in_jit_are_checked(key, cls):
+    """Concrete device arrays inside a jit trace (as the CLI's held-out data)."""
+    bridge = cls(ConstantM(0))  # no slack: x_t = x0 = x1 exactly
+    x1 = jnp.asarray(X1)
+    out = jax.jit(lambda k: bridge.sample(k, x1, context_model, 2, context=x1))(key)
+    np.testing.assert_array_equal(out.samples, X1)
+    np.testing.assert_array_equal(jax.jit(lambda k: bridge(k, x1, x1, 0.5)[1])(key), X1)
+    big = x1 * 2**23  # concrete, computed outside the trace
+    with pytest.raises(ValueError, match="x1 has counts"):
+        jax.jit(lambda k: bridge.sample(k, big, context_model, 2, context=big))(key)
+
+
 def test_traced_int64_counts_are_clipped_not_wrapped(key, enable_x64):
     bridge = SkellamBridge(ConstantM(0))
     big = jnp.asarray(X1, jnp.int64).at[0, 0].set(2**40)
@@ -126,6 +139,8 @@ def test_model_output_shape_checked(key):
         bridge.sample(key, X1, lambda k, x, t, c: x[:, :2], 2)
     with pytest.raises(TypeError, match="model output"):
         bridge.sample(key, X1, lambda k, x, t, c: "x0", 2)
+    with pytest.raises(TypeError, match="model output must be a numeric array"):
+        bridge.sample(key, X1, lambda k, x, t, c: None, 2)
 
 
 def test_bridge_options_are_validated_and_registries_keep_names():
