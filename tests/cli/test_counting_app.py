@@ -84,6 +84,7 @@ def _single_run(root):
     metrics = json.loads((run / "metrics.json").read_text())
     for name in ("energy_distance", "energy_distance_floor", "mean_abs_error", "var_rel_error"):
         assert np.isfinite(metrics[name]), name
+    assert metrics["all_finite"] is True and metrics["in_range"] is True  # sampler health
     return run, metrics
 
 
