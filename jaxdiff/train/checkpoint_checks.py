@@ -4,7 +4,8 @@ Two faults look alike from outside ("this step cannot be restored") but need opp
 handling:
 
 * **Another model's checkpoints** (a run directory reused for a different hidden size,
-  say): the stored tree is readable and well formed, only its structure differs from
+  say, or with gradient clipping switched on or off, which changes the optimiser
+  state): the stored tree is readable and well formed, only its structure differs from
   this run's. Restoring nothing and starting from step 0 in that directory would let
   keep-N rotation delete the other model's steps (or never save the new ones), so this
   is refused with :class:`CheckpointMismatchError` naming the leaves that differ, and
@@ -49,8 +50,9 @@ class CheckpointMismatchError(ValueError):
         shown = "; ".join(differences[:_SHOWN])
         more = f"; and {len(differences) - _SHOWN} more" if len(differences) > _SHOWN else ""
         super().__init__(
-            f"{directory} holds checkpoints of a different model: the parameter / state "
-            f"structure stored at step {step} differs from this run's ({shown}{more}). "
+            f"{directory} holds checkpoints of a different model (or optimiser set-up): "
+            f"the parameter / state structure stored at step {step} differs from this "
+            f"run's ({shown}{more}). "
             "Nothing was changed. Train in another run directory (e.g. one from "
             "run_directory(root, model_cfg, data_cfg, objective_cfg)) or move those "
             "checkpoints away."

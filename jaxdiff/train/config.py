@@ -47,7 +47,10 @@ class TrainingConfig:
       min_lr_ratio: the cosine decay ends at ``min_lr_ratio * learning_rate``, in
         ``[0, 1]``.
       gradient_clip_norm: global-norm clipping threshold (a number >= 0); ``None`` or 0
-        disables it.
+        disables it. Switching clipping on or off changes the optimiser state's
+        structure, so a run cannot resume across that change
+        (:class:`~jaxdiff.train.checkpoint_checks.CheckpointMismatchError`); changing
+        the threshold can.
       num_steps: total optimiser steps; ``None`` to derive from ``epochs``.
       epochs: passes over a dataset of known size (used when ``num_steps`` is None).
       mixed_precision: ``"no"`` (float32) or ``"bf16"`` (bfloat16 compute, float32

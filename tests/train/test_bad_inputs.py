@@ -260,8 +260,10 @@ def test_config_hash_length(length):
 )
 def test_objective_numbers(field, value):
     kind, name = field.split(".")
-    if kind == "flow" and name == "time_scale" and value in (0.5, 1.0, 7.0):
-        return  # valid time scales
+    if (field == "flow.time_scale" and value in (0.5, 1.0, 7.0)) or (
+        field == "score.t_min" and value == 0.5
+    ):
+        return  # valid values
     if kind == "flow":
         _assert_named_error(name, lambda: FlowMatchingObjective.create(**{name: value}))
     else:
