@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from jaxdiff.interop.diffusers_weights import config_flag, config_number
 from jaxdiff.nets.config import HighResModelConfig
 
 __all__ = ["config_from_diffusers", "config_to_diffusers"]
@@ -159,25 +160,25 @@ def config_from_diffusers(dcfg: Mapping) -> HighResModelConfig:
         channel_mult=tuple(c // base for c in channels),
         num_res_blocks=_same("layers_per_block", cfg["layers_per_block"], levels),
         attention_levels=attention_levels,
-        dropout=float(cfg["dropout"]),
+        dropout=config_number(cfg, "dropout"),
         num_classes=cfg["num_class_embeds"],
         norm_num_groups=cfg["norm_num_groups"],
-        norm_eps=float(cfg["norm_eps"]),
-        flip_sin_to_cos=bool(cfg["flip_sin_to_cos"]),
-        freq_shift=float(cfg["freq_shift"]),
+        norm_eps=config_number(cfg, "norm_eps"),
+        flip_sin_to_cos=config_flag(cfg, "flip_sin_to_cos"),
+        freq_shift=config_number(cfg, "freq_shift"),
         time_embedding_type=cfg["time_embedding_type"],
         time_embedding_dim=cfg["time_embedding_dim"],
         mid_block=cfg["mid_block_type"] is not None,
-        mid_block_scale_factor=float(cfg["mid_block_scale_factor"]),
+        mid_block_scale_factor=config_number(cfg, "mid_block_scale_factor"),
         downsample_padding=cfg["downsample_padding"],
         resnet_time_scale_shift=cfg["resnet_time_scale_shift"],
-        center_input_sample=bool(cfg["center_input_sample"]),
+        center_input_sample=config_flag(cfg, "center_input_sample"),
     )
     if kind == _UNCOND:
         head_dim = cfg["attention_head_dim"]
         fields.update(
             conditional=False,
-            mid_attention=bool(cfg["add_attention"]),
+            mid_attention=config_flag(cfg, "add_attention"),
             attention_head_dim=head_dim,
             num_heads=1,
         )
@@ -191,7 +192,7 @@ def config_from_diffusers(dcfg: Mapping) -> HighResModelConfig:
             context_dim=_same("cross_attention_dim", cfg["cross_attention_dim"], levels),
             num_heads=tuple(heads) if isinstance(heads, list | tuple) else heads,
             transformer_layers_per_block=tuple(depth) if isinstance(depth, list | tuple) else depth,
-            use_linear_projection=bool(cfg["use_linear_projection"]),
+            use_linear_projection=config_flag(cfg, "use_linear_projection"),
         )
     return HighResModelConfig(**fields)
 

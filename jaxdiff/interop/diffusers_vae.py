@@ -22,6 +22,8 @@ import numpy as np
 
 from jaxdiff._validation import check_choice
 from jaxdiff.interop.diffusers_weights import (
+    config_flag,
+    config_number,
     flatten_params,
     from_torch_layout,
     resolve_diffusers_source,
@@ -87,11 +89,11 @@ def vae_config_from_diffusers(dcfg: Mapping) -> VAEConfig:
         block_out_channels=tuple(cfg["block_out_channels"]),
         layers_per_block=cfg["layers_per_block"],
         norm_num_groups=cfg["norm_num_groups"],
-        mid_attention=bool(cfg["mid_block_add_attention"]),
-        use_quant_conv=bool(cfg["use_quant_conv"]),
-        use_post_quant_conv=bool(cfg["use_post_quant_conv"]),
-        scaling_factor=float(cfg["scaling_factor"]),
-        shift_factor=None if cfg["shift_factor"] is None else float(cfg["shift_factor"]),
+        mid_attention=config_flag(cfg, "mid_block_add_attention"),
+        use_quant_conv=config_flag(cfg, "use_quant_conv"),
+        use_post_quant_conv=config_flag(cfg, "use_post_quant_conv"),
+        scaling_factor=config_number(cfg, "scaling_factor"),
+        shift_factor=None if cfg["shift_factor"] is None else config_number(cfg, "shift_factor"),
     )
 
 

@@ -25,9 +25,12 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxdiff._validation import check_bool, check_real
 from jaxdiff.interop.state_dict import load_state_dict
 
 __all__ = [
+    "config_flag",
+    "config_number",
     "flatten_params",
     "from_torch_layout",
     "resolve_diffusers_source",
@@ -169,6 +172,16 @@ def _diffusers_config_of(obj) -> dict:
     cfg = dict(obj.config)
     cfg.setdefault("_class_name", type(obj).__name__)
     return cfg
+
+
+def config_flag(cfg: Mapping, name: str) -> bool:
+    """A diffusers config's bool option; a string such as ``"false"`` raises, never truthy."""
+    return check_bool(f"diffusers config {name!r}", cfg[name])
+
+
+def config_number(cfg: Mapping, name: str) -> float:
+    """A diffusers config's real option as a float; strings and bools raise ``TypeError``."""
+    return check_real(f"diffusers config {name!r}", cfg[name])
 
 
 def _read_config(path: Path) -> dict:

@@ -1,8 +1,9 @@
 """Generated bad input to the weight import: a clear error naming the argument, always.
 
-Covers :func:`load_state_dict`, :func:`save_safetensors`, :func:`unet_from_diffusers`
-and :func:`vae_from_diffusers`: wrong argument types, strings for bools, unreadable
-files of every suffix (random bytes, truncated, empty), unknown names.
+Covers :func:`load_state_dict`, :func:`save_safetensors`, :func:`unet_from_diffusers`,
+:func:`vae_from_diffusers` and the diffusers config readers: wrong argument types,
+strings for bools and numbers, unreadable files of every suffix (random bytes,
+truncated, empty), unknown names.
 """
 
 import os
@@ -14,12 +15,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from jaxdiff.interop import unet_from_diffusers, vae_from_diffusers
+from jaxdiff.interop.diffusers_config import config_from_diffusers, config_to_diffusers
+from jaxdiff.interop.diffusers_vae import vae_config_from_diffusers, vae_config_to_diffusers
 from jaxdiff.interop.state_dict import (
     SAFETENSORS_SUFFIXES,
     TORCH_SUFFIXES,
     load_state_dict,
     save_safetensors,
 )
+from jaxdiff.nets.config import HighResModelConfig
+from jaxdiff.nets.vae import VAEConfig
 
 SETTINGS = settings(
     max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
@@ -172,3 +177,33 @@ def test_unet_overrides_are_checked_before_loading(data, name):
 @given(dtype=BAD_OVERRIDES["dtype"])
 def test_vae_dtype_is_checked_before_loading(dtype):
     _assert_named_error("dtype", lambda: vae_from_diffusers("/nonexistent", dtype=dtype))
+
+
+UNET_FLAGS = ["flip_sin_to_cos", "center_input_sample", "add_attention"]
+UNET_NUMBERS = ["dropout", "norm_eps", "freq_shift", "mid_block_scale_factor"]
+VAE_FLAGS = ["mid_block_add_attention", "use_quant_conv", "use_post_quant_conv"]
+VAE_NUMBERS = ["scaling_factor", "shift_factor"]
+
+
+@SETTINGS
+@given(
+    data=st.data(),
+    kind=st.sampled_from(["unet", "vae"]),
+    is_flag=st.booleans(),
+)
+def test_diffusers_config_strings_are_not_truthy(data, kind, is_flag):
+    """A config.json with ``"flip_sin_to_cos": "false"`` is refused, not read as True."""
+    if kind == "unet":
+        dcfg, parse = config_to_diffusers(HighResModelConfig(num_heads=1)), config_from_diffusers
+        names = UNET_FLAGS if is_flag else UNET_NUMBERS
+    else:
+        dcfg, parse = vae_config_to_diffusers(VAEConfig()), vae_config_from_diffusers
+        names = VAE_FLAGS if is_flag else VAE_NUMBERS
+    name = data.draw(st.sampled_from(names), label="option")
+    bad = st.one_of(st.sampled_from(["false", "no", "0"]), st.integers(0, 1), st.none())
+    if not is_flag:
+        bad = st.one_of(st.sampled_from(["0.1", "abc"]), st.booleans(), st.just([1.0]))
+    value = data.draw(bad, label="value")
+    if name == "shift_factor" and value is None:
+        return  # None means no shift
+    _assert_named_error(name, lambda: parse({**dcfg, name: value}), TypeError)
