@@ -198,13 +198,7 @@ def _sinkhorn_pairs(key, a, b, cost, same, l0, l1, epsilon, relative, max_iterat
         scale = jnp.sqrt(jnp.max(jnp.where(same, cost, 0.0)) + 50.0 * eps)
         a = jnp.concatenate([a, scale * (l0[:, None] == l0[None, :])], axis=1)
         b = jnp.concatenate([b, scale * (l1[:, None] == l0[None, :])], axis=1)
-    out = sinkhorn(
-        a,
-        b,
-        epsilon=eps,
-        max_iterations=max_iterations,
-        inner_iterations=min(10, max_iterations),
-    )
+    out = sinkhorn(a, b, epsilon=eps, max_iterations=max_iterations)
     log_plan = (out.f[:, None] + out.g[None, :] - cost) / out.epsilon
     if same is not None:
         log_plan = jnp.where(same, log_plan, -jnp.inf)
