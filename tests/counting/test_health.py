@@ -35,10 +35,10 @@ def test_one_struct_whatever_the_flags(key, cls):
         seen.append((t.shape, t.dtype, x_t.dtype))
         return x_t
 
-    plain = bridge.sample(key, X1, spy, 3)
-    traj = bridge.sample(key, X1, spy, 3, return_trajectory=True)
+    plain = bridge.sample(key, X1, spy, 2)
+    traj = bridge.sample(key, X1, spy, 2, return_trajectory=True)
     assert type(plain) is type(traj) is CountingSampleOutput
-    assert plain.trajectory is None and traj.trajectory.shape == (4, *X1.shape)
+    assert plain.trajectory is None and traj.trajectory.shape == (3, *X1.shape)
     np.testing.assert_array_equal(plain.samples, traj.samples)  # same key, same draw
     assert plain.samples.dtype == jnp.int32 and plain.samples.shape == X1.shape
     assert bool(plain.all_finite) and bool(plain.in_range)
@@ -67,10 +67,11 @@ def test_inf_prediction_and_huge_prediction_reported(key):
     bridge = SkellamBridge(ConstantM(1))
     inf = bridge.sample(key, X1, lambda k, x, t, c: jnp.full(x.shape, jnp.inf), 2)
     assert not bool(inf.all_finite) and int(inf.first_nonfinite_step) == 0
-    huge = bridge.sample(key, X1, lambda k, x, t, c: jnp.full(x.shape, 1e12), 2)
+    # one step (t = 1 -> 0) keeps the draws trivial: the check is on the recorded counts
+    huge = bridge.sample(key, X1, lambda k, x, t, c: jnp.full(x.shape, 1e12), 1)
     assert bool(huge.all_finite) and not bool(huge.in_range)
     assert int(huge.max_count) > MAX_COUNT  # clipped, never wrapped to a small count
-    near = bridge.sample(key, X1, lambda k, x, t, c: jnp.full(x.shape, 2.0 - MAX_COUNT), 2)
+    near = bridge.sample(key, X1, lambda k, x, t, c: jnp.full(x.shape, 2.0 - MAX_COUNT), 1)
     assert not bool(near.in_range)  # jump counts |x_t - x0_hat| + 2 M pass 2**24
 
 
