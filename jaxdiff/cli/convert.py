@@ -94,7 +94,29 @@ def _diffusers_config(source: Path) -> dict:
             f"{path} not found: --from needs the diffusers config.json beside the weights "
             "(or a save_pretrained directory)"
         )
-    return json.loads(path.read_text())
+    return _read_json(path)
+
+
+def _read_json(path: Path) -> dict:
+    """A JSON object from ``path``; ValueError naming the file if it is not one."""
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not valid JSON: {err}") from err
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} holds a JSON {type(data).__name__}, not an object")
+    return data
+
+
+def _stored_config(cls, meta: dict, meta_path: Path):
+    """``cls(**meta["config"])``, or a ValueError naming ``meta_path`` and the problem."""
+    fields = meta.get("config")
+    if not isinstance(fields, dict):
+        raise ValueError(f"{meta_path} has no 'config' object")
+    try:
+        return cls(**fields)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{meta_path}: its 'config' is not a valid {cls.__name__}: {err}") from err
 
 
 def _class_name(dcfg: dict) -> str:
@@ -186,17 +208,24 @@ def _export(args) -> Path:
     if dest.suffix != ".safetensors":
         raise ValueError(f"--to {dest} must be a .safetensors file")
     _check_dest(dest, args.overwrite)
-    meta = json.loads(meta_path.read_text())
+    meta = _read_json(meta_path)
     name = meta.get("class_name")
     checkpointer = ocp.StandardCheckpointer()
-    params = checkpointer.restore(source / PARAMS_DIR)
-    checkpointer.close()
+    try:
+        params = checkpointer.restore(source / PARAMS_DIR)
+    except Exception as err:  # noqa: BLE001 - Orbax/TensorStore raise many kinds
+        raise ValueError(
+            f"{source / PARAMS_DIR} is not a readable parameter checkpoint (truncated or "
+            f"corrupt): {type(err).__name__}: {str(err)[:200]}"
+        ) from err
+    finally:
+        checkpointer.close()
     if name == _VAE:
-        config = VAEConfig(**meta["config"])
+        config = _stored_config(VAEConfig, meta, meta_path)
         state = vae_to_diffusers_state_dict(params, config)
         dcfg = meta.get("diffusers_config") or vae_config_to_diffusers(config)
     elif name in _UNETS:
-        config = HighResModelConfig(**meta["config"])
+        config = _stored_config(HighResModelConfig, meta, meta_path)
         state = unet_to_diffusers_state_dict(params, config)
         dcfg = meta.get("diffusers_config") or config_to_diffusers(config)
     else:

@@ -2,6 +2,7 @@
 
 import argparse
 import json
+import os
 
 import diffusers
 import jax
@@ -137,3 +138,32 @@ def test_unreadable_weights_exit_2_with_one_line(tmp_path, capsys, data):
     assert err.startswith("jaxdiff convert: error:") and "\n" not in err
     assert str(weights) in err and "Traceback" not in err
     assert not (tmp_path / "c").exists()
+
+
+def test_unreadable_checkpoint_exports_exit_2_with_one_line(tmp_path, capsys):
+    """--to-torch from a checkpoint with bad JSON, a bad config or garbled params."""
+    MODELS["AutoencoderKL"].save_pretrained(tmp_path / "hf")
+    ckpt = tmp_path / "c"
+    assert convert.run(_parse(["--from", str(tmp_path / "hf"), "--to", str(ckpt)])) == 0
+    meta_path = ckpt / convert.CONFIG_FILE
+    meta = json.loads(meta_path.read_text())
+    out = tmp_path / "out" / "w.safetensors"
+    args = ["--to-torch", "--from", str(ckpt), "--to", str(out)]
+
+    def fails_naming(path):
+        assert convert.run(_parse(args)) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("jaxdiff convert: error:") and "\n" not in err
+        assert str(path) in err, err
+        assert not out.exists()
+
+    meta_path.write_text("{not json")
+    fails_naming(meta_path)
+    meta_path.write_text(json.dumps({**meta, "config": {"no_such_field": 1}}))
+    fails_naming(meta_path)
+    meta_path.write_text(json.dumps(meta))
+    for root, _, files in os.walk(ckpt / convert.PARAMS_DIR):
+        for f in files:
+            with open(os.path.join(root, f), "wb") as fh:
+                fh.write(b"\x00garbage")
+    fails_naming(ckpt / convert.PARAMS_DIR)
