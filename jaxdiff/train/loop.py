@@ -103,6 +103,32 @@ def _show_progress(config: TrainingConfig) -> bool:
     return jax.process_index() == 0 and sys.stderr.isatty()
 
 
+def _checked_batch(raw, step: int, config: TrainingConfig, *, first: bool) -> dict:
+    """``as_batch(raw)`` after checking ``data(step)``'s leaves (finiteness: first batch).
+
+    Raises:
+      TypeError: a non-numeric leaf.
+      ValueError: leaves of different leading sizes, no leading axis, or (first batch)
+        NaN / inf entries.
+    """
+    batch = as_batch(raw)
+    where = f"data({step})"
+    sizes = set()
+    for path, leaf in jax.tree_util.tree_flatten_with_path(batch)[0]:
+        name = where + jax.tree_util.keystr(path)
+        arr = leaf if isinstance(leaf, jax.Array) else np.asarray(leaf)
+        if not (jnp.issubdtype(arr.dtype, jnp.number) or arr.dtype == np.bool_):
+            raise TypeError(f"{name} must be a numeric array, got dtype {arr.dtype}")
+        if arr.ndim == 0:
+            raise ValueError(f"{name} must have a leading batch axis, got a scalar")
+        sizes.add(arr.shape[0])
+        if first and jnp.issubdtype(arr.dtype, jnp.inexact) and not bool(jnp.isfinite(arr).all()):
+            raise ValueError(f"{name} has non-finite entries (NaN or inf)")
+    if len(sizes) > 1:
+        raise ValueError(f"{where} leaves have different leading sizes {sorted(sizes)}")
+    return batch
+
+
 def _check_params(params) -> None:
     """Raise unless ``params`` is a non-empty pytree of finite numeric arrays."""
     flat = jax.tree_util.tree_flatten_with_path(params)[0]
@@ -219,7 +245,7 @@ def fit(
     pending: list[dict] = []
     try:
         for s in range(start, num_steps):
-            batch = shard_batch(as_batch(data(s)), mesh)
+            batch = shard_batch(_checked_batch(data(s), s, config, first=s == start), mesh)
             state, metrics = step_fn(state, batch)
             pending.append(metrics)
             done = s + 1

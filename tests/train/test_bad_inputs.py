@@ -274,3 +274,20 @@ def test_objective_numbers(field, value):
 def test_objective_numbers_accept_concrete_scalars():
     obj = FlowMatchingObjective.create(time_scale=jnp.float32(1000.0), t_min=np.float32(0.1))
     assert float(obj.time_scale) == 1000.0
+
+
+BAD_BATCHES = st.one_of(
+    st.just({"x": np.array([["a", "b"]] * 8)}),
+    st.just({"x": np.float32(1.0)}),
+    st.just({"x": X[:8], "context": X[:4]}),
+    st.sampled_from([math.nan, math.inf]).map(lambda v: {"x": np.full((8, 2), v, np.float32)}),
+    st.just({"y": X[:8]}),
+)
+
+
+@SETTINGS
+@given(batch=BAD_BATCHES)
+def test_fit_checks_the_batches(batch):
+    _assert_named_error(
+        "data(0)" if "x" in batch else "'x'", lambda: fit(**{**GOOD, "data": lambda s: batch})
+    )
