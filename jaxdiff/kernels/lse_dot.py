@@ -44,7 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxdiff._validation import check_choice, check_int_range
+from jaxdiff._validation import check_bool, check_choice, check_int_range
 
 __all__ = ["PRECISIONS", "lse_dot_pallas", "lse_dot_reference"]
 
@@ -76,6 +76,10 @@ _MIN_BLOCKS_PER_SPLIT = 8
 
 def check_operands(x, y, h):
     """Validate shapes of ``x`` [n, d], ``y`` [m, d], ``h`` [m]; return them as arrays."""
+    for field, value in (("x", x), ("y", y), ("h", h)):
+        dtype = getattr(value, "dtype", None)
+        if isinstance(value, str) or (dtype is not None and not jnp.issubdtype(dtype, jnp.number)):
+            raise TypeError(f"{field} must be a floating-point array, got {value!r}")
     x, y, h = jnp.asarray(x), jnp.asarray(y), jnp.asarray(h)
     for field, arr in (("x", x), ("y", y), ("h", h)):
         if not jnp.issubdtype(arr.dtype, jnp.floating):
@@ -331,7 +335,7 @@ def lse_dot_pallas(
         num_splits=num_splits,
         num_warps=num_warps,
         num_stages=num_stages,
-        interpret=bool(interpret),
+        interpret=check_bool("interpret", interpret),
     )
 
 

@@ -20,7 +20,8 @@ __all__ = ["check_cloud", "check_fraction", "check_positive_scalar", "check_weig
 def check_cloud(field: str, value) -> jax.Array:
     """``value`` as a real ``[num_points, dim]`` array (strings and objects refused first)."""
     dtype = getattr(value, "dtype", None)
-    if isinstance(value, str) or (dtype is not None and np.dtype(dtype).kind not in "biuf"):
+    numeric = dtype is None or dtype == np.bool_ or jnp.issubdtype(dtype, jnp.number)
+    if isinstance(value, str) or not numeric:
         raise TypeError(
             f"{field} must be a real floating (or integer) array of points, "
             f"got {type(value).__name__} of dtype {dtype}"
@@ -41,7 +42,7 @@ def check_positive_scalar(field: str, value, high: float | None = None):
         raise TypeError(f"{field} must be a real number, got {type(value).__name__}: {value!r}")
     dtype = value.dtype if isinstance(value, np.ndarray | jax.Array) else None
     if dtype is not None:
-        if dtype == np.bool_ or dtype.kind not in "fiu":
+        if dtype == np.bool_ or not jnp.issubdtype(dtype, jnp.number):
             raise TypeError(f"{field} must be a real number, got an array of dtype {dtype}")
         if jnp.ndim(value) != 0:
             raise ValueError(f"{field} must be a scalar, got shape {jnp.shape(value)}")

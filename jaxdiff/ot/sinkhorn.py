@@ -194,7 +194,8 @@ def sinkhorn(
         ``converged``, ``n_iters`` and ``errors``.
 
     Raises:
-        TypeError / ValueError: bad shapes, dtypes, names or (concrete) values.
+        TypeError / ValueError: bad shapes, dtypes, names or (concrete) values, or an
+            error trace (``max_iterations / inner_iterations``) that cannot fit.
     """
     statics = _check_statics(
         cost=cost,

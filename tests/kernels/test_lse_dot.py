@@ -185,3 +185,13 @@ def test_pallas_random_shapes(n, m, d, seed):
     assert np.array_equal(np.isneginf(out), np.isneginf(ref))
     finite = np.isfinite(ref)
     np.testing.assert_allclose(out[finite], ref[finite], rtol=1e-5, atol=1e-5)
+
+
+def test_string_operands_and_flags_raise_type_error():
+    x = np.zeros((4, 2), np.float32)
+    with pytest.raises(TypeError, match="y must be a floating-point"):
+        lse_dot_reference(x, np.array([["a", "b"]]), np.zeros(1, np.float32))
+    with pytest.raises(TypeError, match="x must be a floating-point"):
+        lse_dot_pallas("x", x, np.zeros(4, np.float32), interpret=True)
+    with pytest.raises(TypeError, match="interpret"):
+        lse_dot_pallas(x, x, np.zeros(4, np.float32), interpret="False")
