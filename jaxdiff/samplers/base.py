@@ -12,16 +12,50 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from jaxdiff._validation import check_int_range
-from jaxdiff.samplers.prediction import check_prediction_type, clip_or_threshold, to_x0_eps
+from jaxdiff._validation import check_bool, check_choice, check_int_range, is_concrete
+from jaxdiff.samplers.prediction import PREDICTION_TYPES, clip_or_threshold, to_x0_eps
+from jaxdiff.schedules.checks import MAX_TIMESTEPS, check_number
 from jaxdiff.schedules.discrete import DiscreteSchedule
 from jaxdiff.schedules.flow import FlowSchedule
 from jaxdiff.schedules.spacing import TIMESTEP_SPACINGS, spaced_timesteps
 
-__all__ = ["DiscreteMethod"]
+__all__ = ["DiscreteMethod", "check_flags", "check_knob", "set_choice"]
+
+
+def set_choice(method, field: str, choices) -> None:
+    """Store ``method.<field>`` as its lower-case canonical name, or raise listing choices.
+
+    Used in ``__post_init__`` of the frozen method configs (names are static fields, so
+    they are always concrete); ``"EPSILON"`` becomes ``"epsilon"``.
+    """
+    object.__setattr__(method, field, check_choice(field, getattr(method, field), choices))
+
+
+def check_flags(method, *fields: str) -> None:
+    """Raise ``TypeError`` unless each named static field of ``method`` is a real bool."""
+    for field in fields:
+        check_bool(field, getattr(method, field))
+
+
+def check_knob(method, field: str, **bounds) -> None:
+    """Check a traced numeric field of a method config (see ``check_number``).
+
+    Strings and bools always raise. Python and NumPy numbers (what a user writes) are
+    range-checked. JAX arrays are checked for a real dtype only: JAX transformations
+    rebuild the config from arrays that are not knob values (``jax.grad`` cotangents,
+    ``tree_map`` results, zeros), and tracers and placeholders pass.
+    """
+    value = getattr(method, field)
+    if isinstance(value, jax.Array):
+        if is_concrete(value) and not jnp.issubdtype(value.dtype, jnp.number):
+            raise TypeError(f"{field} must be a real number, got an array of dtype {value.dtype}")
+        return
+    check_number(field, value, placeholders=True, **bounds)
 
 
 @struct.dataclass
@@ -40,6 +74,11 @@ class DiscreteMethod:
       dynamic_thresholding_ratio: quantile for thresholding (traced).
       sample_max_value: upper bound of the threshold (traced).
       clip_sample_range: clipping bound (traced).
+
+    Fields are checked at construction: static ones always (names are stored in lower
+    case), traced ones whenever they are concrete (``0 < dynamic_thresholding_ratio <=
+    1``, ``sample_max_value > 0``, ``clip_sample_range > 0``). Checks against the
+    schedule (``num_inference_steps <= num_train_timesteps``) happen in :meth:`validate`.
     """
 
     num_inference_steps: int = struct.field(pytree_node=False, default=50)
@@ -55,6 +94,17 @@ class DiscreteMethod:
     # schedule classes this method can plan on (subclasses widen it)
     schedule_types: ClassVar[tuple] = (DiscreteSchedule,)
 
+    def __post_init__(self):
+        """Check every field that does not need the schedule (names canonicalised)."""
+        check_int_range("num_inference_steps", self.num_inference_steps, 1, MAX_TIMESTEPS)
+        check_int_range("steps_offset", self.steps_offset, 0)
+        set_choice(self, "timestep_spacing", TIMESTEP_SPACINGS)
+        set_choice(self, "prediction_type", PREDICTION_TYPES)
+        check_flags(self, "thresholding", "clip_sample")
+        check_knob(self, "dynamic_thresholding_ratio", low=0.0, low_open=True, high=1.0)
+        check_knob(self, "sample_max_value", low=0.0, low_open=True)
+        check_knob(self, "clip_sample_range", low=0.0, low_open=True)
+
     def validate(self, schedule) -> None:
         """Check the static fields against ``schedule``; raise naming the bad field."""
         if not isinstance(schedule, self.schedule_types):
@@ -66,12 +116,6 @@ class DiscreteMethod:
         check_int_range(
             "num_inference_steps", self.num_inference_steps, 1, schedule.num_train_timesteps
         )
-        check_prediction_type(self.prediction_type)
-        if self.timestep_spacing not in TIMESTEP_SPACINGS:
-            raise ValueError(
-                f"timestep_spacing={self.timestep_spacing!r} is not supported; "
-                f"choose one of {list(TIMESTEP_SPACINGS)}"
-            )
 
     def spaced(self, schedule, **kwargs) -> np.ndarray:
         """Host float64 ``[n]`` descending timesteps for this method (see spacing)."""

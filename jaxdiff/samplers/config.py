@@ -12,12 +12,18 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import importlib
 import math
 import warnings
 from typing import Any
 
-from jaxdiff._validation import check_choice, check_int_range
+from jaxdiff._registry import Registry
+from jaxdiff._validation import check_bool, check_choice, check_int_range
+from jaxdiff.samplers.ddim import DDIM
+from jaxdiff.samplers.ddpm import DDPM
+from jaxdiff.samplers.dpm_solver import DPMSolver
+from jaxdiff.samplers.euler import Euler, EulerAncestral
+from jaxdiff.samplers.heun import Heun
+from jaxdiff.schedules.checks import check_number, check_timesteps
 from jaxdiff.schedules.config import NoiseSchedulerConfig
 
 __all__ = ["SamplingMethod", "SamplingConfig", "METHODS", "method_class", "build_method"]
@@ -39,21 +45,22 @@ class SamplingMethod(enum.StrEnum):
         return cls(check_choice("method", value, [m.value for m in cls]))
 
 
-# name -> (module, class); imported lazily so the registry stays a boundary concern.
-METHODS = {
-    "ddpm": ("jaxdiff.samplers.ddpm", "DDPM"),
-    "ddim": ("jaxdiff.samplers.ddim", "DDIM"),
-    "dpm_solver": ("jaxdiff.samplers.dpm_solver", "DPMSolver"),
-    "euler": ("jaxdiff.samplers.euler", "Euler"),
-    "euler_ancestral": ("jaxdiff.samplers.euler", "EulerAncestral"),
-    "heun": ("jaxdiff.samplers.heun", "Heun"),
-}
+# method name -> method config class: the facade's boundary registry
+METHODS: Registry[type] = Registry("method")
+for _name, _cls in (
+    (SamplingMethod.DDPM, DDPM),
+    (SamplingMethod.DDIM, DDIM),
+    (SamplingMethod.DPM_SOLVER, DPMSolver),
+    (SamplingMethod.EULER, Euler),
+    (SamplingMethod.EULER_ANCESTRAL, EulerAncestral),
+    (SamplingMethod.HEUN, Heun),
+):
+    METHODS.register(_name.value, _cls)
 
 
 def method_class(method) -> type:
     """The method config class for a :class:`SamplingMethod` or its name."""
-    module, name = METHODS[SamplingMethod.parse(method).value]
-    return getattr(importlib.import_module(module), name)
+    return METHODS.get(SamplingMethod.parse(method).value)
 
 
 @dataclasses.dataclass
@@ -106,15 +113,26 @@ class SamplingConfig:
 
     def __post_init__(self):
         self.method = SamplingMethod.parse(self.method)
-        check_int_range("num_inference_steps", self.num_inference_steps, 1)
-        if float(self.eta) < 0:
-            raise ValueError(f"eta={self.eta} must be >= 0")
-        if not 0.0 <= float(self.guidance_rescale) <= 1.0:
-            raise ValueError(f"guidance_rescale={self.guidance_rescale} must lie in [0, 1]")
-        if not 0.0 < float(self.dynamic_thresholding_ratio) <= 1.0:
-            raise ValueError(
-                f"dynamic_thresholding_ratio={self.dynamic_thresholding_ratio} must lie in (0, 1]"
-            )
+        check_timesteps("num_inference_steps", self.num_inference_steps)
+        check_number("eta", self.eta, low=0.0)
+        check_number("guidance_scale", self.guidance_scale)
+        check_number("guidance_rescale", self.guidance_rescale, low=0.0, high=1.0)
+        check_number(
+            "dynamic_thresholding_ratio",
+            self.dynamic_thresholding_ratio,
+            low=0.0,
+            low_open=True,
+            high=1.0,
+        )
+        for name in (
+            "use_clipped_model_output",
+            "thresholding",
+            "lower_order_final",
+            "use_karras_sigmas",
+            "euler_at_final",
+        ):
+            check_bool(name, getattr(self, name))
+        # the remaining fields are checked by the method class build_method constructs
 
 
 # Fields that configure the facade itself, never a method.

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from jaxdiff.samplers.base import DiscreteMethod
+from jaxdiff.samplers.base import DiscreteMethod, check_flags, check_knob
 from jaxdiff.samplers.driver import Plan
 from jaxdiff.samplers.noise import normal_like
 
@@ -38,6 +38,11 @@ class DDIM(DiscreteMethod):
     eta: float = 0.0
     use_clipped_model_output: bool = struct.field(pytree_node=False, default=False)
     set_alpha_to_one: bool = struct.field(pytree_node=False, default=True)
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_knob(self, "eta", low=0.0)
+        check_flags(self, "use_clipped_model_output", "set_alpha_to_one")
 
     def plan(self, schedule) -> Plan:
         """Timesteps ``[n]`` and per-step ``alpha_bar`` at ``t`` and at the previous step."""

@@ -29,8 +29,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from jaxdiff._validation import check_choice
-from jaxdiff.samplers.base import DiscreteMethod
+from jaxdiff._validation import check_int_range
+from jaxdiff.samplers.base import DiscreteMethod, set_choice
 from jaxdiff.samplers.driver import Plan, check_same_shape
 from jaxdiff.samplers.noise import normal_like
 
@@ -70,14 +70,14 @@ class DDPM(DiscreteMethod):
     variance_type: str = struct.field(pytree_node=False, default="fixed_small")
     variance_channel_axis: int = struct.field(pytree_node=False, default=-1)
 
+    def __post_init__(self):
+        super().__post_init__()
+        set_choice(self, "variance_type", VARIANCE_TYPES)
+        check_int_range("variance_channel_axis", self.variance_channel_axis)
+
     def plan(self, schedule) -> Plan:
         """Timesteps ``[n]`` and per-step ``a_t``, ``a_p`` and the ``t > 0`` noise switch."""
         self.validate(schedule)
-        name = check_choice("variance_type", self.variance_type, VARIANCE_TYPES)
-        if name != self.variance_type:
-            raise ValueError(
-                f"variance_type={self.variance_type!r} must be the lower-case name {name!r}"
-            )
         if self.prediction_type == "flow":
             raise ValueError(
                 "prediction_type='flow' (velocity eps - x0) assumes alpha_t = 1 - sigma_t and "

@@ -43,7 +43,7 @@ import numpy as np
 from flax import struct
 
 from jaxdiff._validation import check_choice, check_int_range, normalize_name
-from jaxdiff.samplers.base import DiscreteMethod
+from jaxdiff.samplers.base import DiscreteMethod, check_flags, set_choice
 from jaxdiff.samplers.dpm_updates import (
     ALGORITHM_TYPES,
     SOLVER_TYPES,
@@ -124,6 +124,14 @@ class DPMSolver(DiscreteMethod):
     euler_at_final: bool = struct.field(pytree_node=False, default=False)
     use_karras_sigmas: bool = struct.field(pytree_node=False, default=False)
     final_sigmas_type: str = struct.field(pytree_node=False, default="zero")
+
+    def __post_init__(self):
+        super().__post_init__()
+        set_choice(self, "algorithm_type", ALGORITHM_TYPES)
+        check_int_range("solver_order", self.solver_order, 1, 3)
+        set_choice(self, "solver_type", SOLVER_TYPES)
+        set_choice(self, "final_sigmas_type", FINAL_SIGMAS_TYPES)
+        check_flags(self, "lower_order_final", "euler_at_final", "use_karras_sigmas")
 
     # --- validation ------------------------------------------------------------------
     def check(self, schedule) -> None:

@@ -23,8 +23,7 @@ from typing import Any, ClassVar, NamedTuple
 import jax.numpy as jnp
 from flax import struct
 
-from jaxdiff._validation import check_choice
-from jaxdiff.samplers.base import DiscreteMethod
+from jaxdiff.samplers.base import DiscreteMethod, check_flags, check_knob, set_choice
 from jaxdiff.samplers.driver import Plan
 from jaxdiff.samplers.noise import normal_like
 from jaxdiff.schedules.discrete import DiscreteSchedule
@@ -86,6 +85,10 @@ class SigmaMethod(DiscreteMethod):
     schedule_types: ClassVar[tuple] = (DiscreteSchedule, FlowSchedule)
     timestep_spacing: str = struct.field(pytree_node=False, default="linspace")
     use_karras_sigmas: bool = struct.field(pytree_node=False, default=False)
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_flags(self, "use_karras_sigmas")
 
     def check_schedule(self, schedule) -> None:
         """Validate static fields against ``schedule``; raise naming the field."""
@@ -195,17 +198,21 @@ class Euler(SigmaMethod):
     s_tmax: float = math.inf
     s_noise: float = 1.0
 
+    def __post_init__(self):
+        super().__post_init__()
+        set_choice(self, "interpolation_type", INTERPOLATION_TYPES)
+        set_choice(self, "final_sigmas_type", FINAL_SIGMAS_TYPES)
+        for field in ("s_churn", "s_tmin", "s_noise"):
+            check_knob(self, field, low=0.0)
+        check_knob(self, "s_tmax", low=0.0, allow_inf=True)
+
     def plan(self, schedule) -> Plan:
         """Rows: ``sigma``, ``sigma_hat`` (churned), ``sigma_next``, ``scale``, ``alpha``."""
         self.check_schedule(schedule)
         grid = self.sigma_grid(
             schedule,
-            interpolation_type=check_choice(
-                "interpolation_type", self.interpolation_type, INTERPOLATION_TYPES
-            ),
-            final_sigmas_type=check_choice(
-                "final_sigmas_type", self.final_sigmas_type, FINAL_SIGMAS_TYPES
-            ),
+            interpolation_type=self.interpolation_type,
+            final_sigmas_type=self.final_sigmas_type,
         )
         sigma = grid.sigmas[:-1]
         if isinstance(schedule, FlowSchedule):

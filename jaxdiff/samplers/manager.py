@@ -64,6 +64,15 @@ class SamplingResult:
     errors: list = dataclasses.field(default_factory=list)
 
 
+def _check_config(field, value, cls):
+    """``value``, or ``cls()`` for None; ``TypeError`` for anything but a ``cls``."""
+    if value is None:
+        return cls()
+    if not isinstance(value, cls):
+        raise TypeError(f"{field} must be a {cls.__name__} or None, got {type(value).__name__}")
+    return value
+
+
 def _check_array(field, value):
     # Finiteness is checked inside the compiled program (no host copy of the latents).
     value = jnp.asarray(value)
@@ -85,8 +94,10 @@ class AdvancedSamplingManager:
         scheduler_config: NoiseSchedulerConfig | None = None,
         sampling_config: SamplingConfig | None = None,
     ):
-        self.scheduler_config = scheduler_config or NoiseSchedulerConfig()
-        self.sampling_config = sampling_config or SamplingConfig()
+        self.scheduler_config = _check_config(
+            "scheduler_config", scheduler_config, NoiseSchedulerConfig
+        )
+        self.sampling_config = _check_config("sampling_config", sampling_config, SamplingConfig)
         self.scheduler = build_schedule(self.scheduler_config)
         self.method = build_method(self.scheduler_config, self.sampling_config)
         jax.eval_shape(self.method.plan, self.scheduler)  # validate now, not at first sample

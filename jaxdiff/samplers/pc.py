@@ -41,10 +41,12 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from jaxdiff._validation import check_choice, check_int_range
+from jaxdiff._broadcast import broadcast_t
+from jaxdiff._validation import check_int_range
+from jaxdiff.samplers.base import check_knob, set_choice
+from jaxdiff.samplers.continuous_base import ContinuousMethod
 from jaxdiff.samplers.driver import Plan
 from jaxdiff.samplers.noise import normal_like
-from jaxdiff.samplers.sde import ContinuousMethod
 
 __all__ = ["CORRECTORS", "CORRECTOR_NORMS", "PREDICTORS", "PredictorCorrector"]
 
@@ -61,7 +63,7 @@ def _sample_norms(v, how: str):
     norms = jnp.linalg.norm(v.reshape(v.shape[0], -1), axis=-1)
     if how == "batch":
         return jnp.mean(norms)
-    return norms.reshape((-1,) + (1,) * (v.ndim - 1))
+    return broadcast_t(norms, v)
 
 
 @struct.dataclass
@@ -78,7 +80,7 @@ class PredictorCorrector(ContinuousMethod):
         ``example`` (each sample's own norms: batch-invariant with per-example keys,
         see :mod:`jaxdiff.samplers.noise`) (static).
       (and ``num_steps``, ``prediction_type``, ``t_min``, ``denoise_final`` from
-      :class:`~jaxdiff.samplers.sde.ContinuousMethod`).
+      :class:`~jaxdiff.samplers.continuous_base.ContinuousMethod`).
     """
 
     predictor: str = struct.field(pytree_node=False, default="reverse_diffusion")
@@ -87,11 +89,17 @@ class PredictorCorrector(ContinuousMethod):
     snr: float = 0.16
     corrector_norm: str = struct.field(pytree_node=False, default="batch")
 
-    def _names(self):
-        predictor = check_choice("predictor", self.predictor, PREDICTORS)
-        corrector = check_choice("corrector", self.corrector, CORRECTORS)
+    def __post_init__(self):
+        super().__post_init__()
+        set_choice(self, "predictor", PREDICTORS)
+        set_choice(self, "corrector", CORRECTORS)
+        set_choice(self, "corrector_norm", CORRECTOR_NORMS)
         check_int_range("n_corrector_steps", self.n_corrector_steps, 0)
-        return predictor, corrector, (0 if corrector == "none" else int(self.n_corrector_steps))
+        check_knob(self, "snr", low=0.0)
+
+    def _names(self):
+        c = 0 if self.corrector == "none" else int(self.n_corrector_steps)
+        return self.predictor, self.corrector, c
 
     def plan(self, schedule) -> Plan:
         """``K = N (1 + C)`` rows: ``C`` corrector rows then one predictor row per step."""

@@ -39,8 +39,9 @@ def to_x0_eps(model_output, x, alpha, sigma, prediction_type: str):
     """Return ``(x0, eps)`` implied by a model output at ``x = alpha x0 + sigma eps``.
 
     ``alpha`` and ``sigma`` are scalars or arrays broadcastable to ``x`` (``[batch, ...]``).
-    ``prediction_type`` is static.
+    ``prediction_type`` is static (case-insensitive).
     """
+    prediction_type = check_prediction_type(prediction_type)
     if prediction_type == "epsilon":
         eps = model_output
         return (x - sigma * eps) / alpha, eps
@@ -52,11 +53,8 @@ def to_x0_eps(model_output, x, alpha, sigma, prediction_type: str):
     if prediction_type == "flow":
         x0 = x - sigma * model_output
         return x0, x + alpha * model_output
-    if prediction_type == "score":
-        eps = -sigma * model_output
-        return (x - sigma * eps) / alpha, eps
-    check_prediction_type(prediction_type)
-    raise AssertionError("unreachable")
+    eps = -sigma * model_output  # score: eps = -sigma s
+    return (x - sigma * eps) / alpha, eps
 
 
 def dynamic_threshold(x0, ratio, max_value):

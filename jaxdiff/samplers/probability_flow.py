@@ -29,9 +29,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from jaxdiff._validation import check_choice
+from jaxdiff.samplers.base import set_choice
+from jaxdiff.samplers.continuous_base import ContinuousMethod
 from jaxdiff.samplers.driver import Plan
-from jaxdiff.samplers.sde import ContinuousMethod
 
 __all__ = ["ODE_SOLVERS", "ProbabilityFlow"]
 
@@ -45,13 +45,17 @@ class ProbabilityFlow(ContinuousMethod):
     Attributes:
       solver: ``euler`` or ``heun`` (static).
       (and ``num_steps``, ``prediction_type``, ``t_min``, ``denoise_final`` from
-      :class:`~jaxdiff.samplers.sde.ContinuousMethod`).
+      :class:`~jaxdiff.samplers.continuous_base.ContinuousMethod`).
     """
 
     solver: str = struct.field(pytree_node=False, default="heun")
 
+    def __post_init__(self):
+        super().__post_init__()
+        set_choice(self, "solver", ODE_SOLVERS)
+
     def _solver(self) -> str:
-        return check_choice("solver", self.solver, ODE_SOLVERS)
+        return self.solver
 
     def plan(self, schedule) -> Plan:
         """Rows: one (Euler) or two (Heun) per step, plus one if ``denoise_final``."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdiff._validation import check_choice
+from jaxdiff._registry import Registry
 
 __all__ = ["BETA_SCHEDULES", "make_betas", "rescale_zero_terminal_snr"]
 
@@ -52,16 +52,18 @@ def _exponential(n, beta_start, beta_end):
     return beta_start * (beta_end / beta_start) ** frac
 
 
-BETA_SCHEDULES = {
-    "linear": _linear,
-    "scaled_linear": _scaled_linear,
-    # DDPM's "quad" schedule: sqrt(beta) linear, identical to scaled_linear.
-    "quadratic": _scaled_linear,
-    "cosine": _cosine,
-    "squaredcos_cap_v2": _cosine,
-    "sigmoid": _sigmoid,
-    "exponential": _exponential,
-}
+# name -> betas(n, beta_start, beta_end), for make_betas and DiscreteSchedule.create
+BETA_SCHEDULES: Registry = Registry("schedule_type")
+BETA_SCHEDULES.register("linear", _linear)
+BETA_SCHEDULES.register("scaled_linear", _scaled_linear)
+# DDPM's "quad" schedule: sqrt(beta) linear, identical to scaled_linear.
+BETA_SCHEDULES.register("quadratic", _scaled_linear)
+BETA_SCHEDULES.register("cosine", _cosine)
+BETA_SCHEDULES.register("squaredcos_cap_v2", _cosine)
+BETA_SCHEDULES.register("sigmoid", _sigmoid)
+BETA_SCHEDULES.register("exponential", _exponential)
+# schedules that ignore beta_start / beta_end
+IGNORES_BETA_RANGE = ("cosine", "squaredcos_cap_v2")
 
 
 def make_betas(schedule_type: str, num_train_timesteps: int, beta_start, beta_end):
@@ -73,8 +75,7 @@ def make_betas(schedule_type: str, num_train_timesteps: int, beta_start, beta_en
       beta_start: beta of the first step (ignored by ``cosine``).
       beta_end: beta of the last step (ignored by ``cosine``).
     """
-    check_choice("schedule_type", schedule_type, BETA_SCHEDULES)
-    return BETA_SCHEDULES[schedule_type](num_train_timesteps, beta_start, beta_end)
+    return BETA_SCHEDULES.get(schedule_type)(num_train_timesteps, beta_start, beta_end)
 
 
 def rescale_zero_terminal_snr(betas):

@@ -58,7 +58,10 @@ def check_number(
     Args:
       field: the argument name, for the message.
       value: a Python number, NumPy or JAX array (every entry is checked), or a tracer.
-      low, high: bounds (None: unbounded); ``low_open`` / ``high_open`` exclude them.
+      low: lower bound (None: unbounded).
+      high: upper bound (None: unbounded).
+      low_open: exclude ``low`` itself.
+      high_open: exclude ``high`` itself.
       allow_inf: accept ``+-inf`` (NaN never passes).
       placeholders: let non-numeric objects through (for pytree fields, which JAX
         rebuilds with placeholders); otherwise they raise ``TypeError``.

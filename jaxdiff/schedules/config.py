@@ -13,7 +13,8 @@ import dataclasses
 import enum
 from typing import Any
 
-from jaxdiff._validation import check_choice, check_int_range
+from jaxdiff._validation import check_bool, check_choice, check_int_range
+from jaxdiff.schedules.checks import check_number, check_timesteps
 
 __all__ = ["NoiseScheduleType", "NoiseSchedulerConfig", "create_noise_scheduler", "build_schedule"]
 
@@ -75,17 +76,19 @@ class NoiseSchedulerConfig:
 
     def __post_init__(self):
         self.schedule_type = NoiseScheduleType.parse(self.schedule_type)
-        check_int_range("num_train_timesteps", self.num_train_timesteps, 1)
+        check_timesteps("num_train_timesteps", self.num_train_timesteps)
         check_int_range("steps_offset", self.steps_offset, 0, self.num_train_timesteps - 1)
         self.timestep_spacing = check_choice(
             "timestep_spacing", self.timestep_spacing, ("leading", "trailing", "linspace")
         )
         for name in ("beta_start", "beta_end"):
-            value = getattr(self, name)
-            if not 0.0 < float(value) < 1.0:
-                raise ValueError(f"{name}={value} must lie in (0, 1)")
-        if float(self.shift) <= 0:
-            raise ValueError(f"shift={self.shift} must be positive")
+            check_number(
+                name, getattr(self, name), low=0.0, high=1.0, low_open=True, high_open=True
+            )
+        for name in ("shift", "clip_sample_range", "sample_max_value"):
+            check_number(name, getattr(self, name), low=0.0, low_open=True)
+        for name in ("clip_sample", "rescale_betas_zero_snr", "set_alpha_to_one"):
+            check_bool(name, getattr(self, name))
 
 
 def build_schedule(config: NoiseSchedulerConfig):

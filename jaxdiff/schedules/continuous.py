@@ -32,143 +32,26 @@ from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import struct
 
-from jaxdiff._validation import check_choice, check_int_range
+from jaxdiff._registry import Registry
+from jaxdiff.schedules.checks import check_timesteps
+from jaxdiff.schedules.continuous_base import ContinuousSchedule, as_time, check_positive, param
+from jaxdiff.schedules.karras import KarrasSchedule
 
 __all__ = [
     "CONTINUOUS_SCHEDULES",
-    "ContinuousSchedule",
+    "ContinuousSchedule",  # re-exported from continuous_base
     "VPCosineSchedule",
     "VPLinearSchedule",
     "make_schedule",
 ]
 
-CONTINUOUS_SCHEDULES = ("cosine", "linear", "karras")
+# name -> schedule class, for make_schedule (the names users type)
+CONTINUOUS_SCHEDULES: Registry[type] = Registry("name")
 
 
-def as_time(t):
-    """``t`` as a floating array (integers become the default float dtype)."""
-    t = jnp.asarray(t)
-    if not jnp.issubdtype(t.dtype, jnp.floating):
-        t = t.astype(jnp.zeros(()).dtype)
-    return t
-
-
-def param(value):
-    """Return a schedule number as an array of the default float dtype (may be traced)."""
-    return jnp.asarray(value, dtype=jnp.zeros(()).dtype)
-
-
-def check_positive(field: str, value, *, allow_zero: bool = False) -> None:
-    """Raise ``ValueError`` if a concrete ``value`` is not positive (tracers pass)."""
-    try:
-        arr = np.asarray(value, dtype=np.float64)
-    except Exception:  # traced: checked by the caller's result instead
-        return
-    bad = ~np.isfinite(arr) | ((arr < 0) if allow_zero else (arr <= 0))
-    if np.any(bad):
-        allowed = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{field}={value!r} is out of range; it must be finite and {allowed}")
-
-
-def _expand(value, x):
-    """Reshape a scalar or ``[B]`` array to broadcast against ``x`` ``[B, ...]``."""
-    value = jnp.asarray(value)
-    return value.reshape(value.shape + (1,) * (x.ndim - value.ndim))
-
-
-@struct.dataclass
-class ContinuousSchedule:
-    """Interface of a continuous-time schedule (score_sde's ``SDE`` in closed form).
-
-    Subclasses implement ``log_alpha``, ``sigma``, ``log_snr``, ``t_from_log_snr``,
-    ``f``, ``g2`` and ``prior_std``; everything else is derived here.
-
-    Attributes:
-      num_timesteps: default number of sampler steps (static).
-      kind: schedule name (class constant, static).
-      variance_preserving: ``alpha^2 + sigma^2 = 1`` (class constant, static).
-    """
-
-    num_timesteps: int = struct.field(pytree_node=False, default=1000)
-
-    kind: ClassVar[str] = ""
-    variance_preserving: ClassVar[bool] = True
-
-    # --- closed forms supplied by each schedule -------------------------------------
-    def log_alpha(self, t):
-        """``log alpha(t)``."""
-        raise NotImplementedError
-
-    def sigma(self, t):
-        """Noise scale ``sigma(t)``."""
-        raise NotImplementedError
-
-    def log_snr(self, t):
-        """``lambda(t) = log(alpha^2 / sigma^2)``, decreasing in ``t``."""
-        raise NotImplementedError
-
-    def t_from_log_snr(self, lam):
-        """Inverse of :meth:`log_snr`: the time whose log-SNR is ``lam``."""
-        raise NotImplementedError
-
-    def f(self, t):
-        """Drift coefficient ``f(t) = d log alpha / dt`` (SDE drift is ``f(t) x``)."""
-        raise NotImplementedError
-
-    def g2(self, t):
-        """Squared diffusion ``g(t)^2 = d sigma^2/dt - 2 f(t) sigma^2``."""
-        raise NotImplementedError
-
-    @property
-    def prior_std(self):
-        """Scalar standard deviation of the prior ``p_1`` (1 for VP, ``sigma(1)`` for VE)."""
-        raise NotImplementedError
-
-    # --- derived -------------------------------------------------------------------
-    def alpha(self, t):
-        """Signal scale ``alpha(t) = exp(log_alpha(t))``."""
-        return jnp.exp(self.log_alpha(t))
-
-    def beta(self, t):
-        """``beta(t) = -2 f(t)``: the VP-SDE's beta (Song et al. 2021, eq. 11); 0 for VE."""
-        return -2.0 * self.f(t)
-
-    def g(self, t):
-        """Diffusion coefficient ``g(t) = sqrt(g2(t))``."""
-        return jnp.sqrt(self.g2(t))
-
-    def marginal_mean(self, x0, t):
-        """Mean ``alpha(t) x0`` of ``p_t(x | x0)``; ``x0`` ``[B, ...]``, ``t`` scalar or ``[B]``."""
-        return _expand(self.alpha(t), x0) * x0
-
-    def marginal_std(self, t):
-        """Return the std ``sigma(t)`` of ``p_t(x | x0)`` (same shape as ``t``)."""
-        return self.sigma(t)
-
-    def marginal(self, x0, t):
-        """``(mean, std)`` of the perturbation kernel (Song et al. 2021, appendix B)."""
-        return self.marginal_mean(x0, t), self.marginal_std(t)
-
-    def sde(self, x, t):
-        """``(drift, diffusion)`` of the forward SDE: ``(f(t) x, g(t))`` for ``x`` ``[B, ...]``."""
-        return _expand(self.f(t), x) * x, self.g(t)
-
-    def prior_sample(self, key, shape, dtype=jnp.float32):
-        """Sample ``[*shape]`` from the prior ``N(0, prior_std^2 I)``."""
-        return (self.prior_std * jax.random.normal(key, shape, dtype)).astype(dtype)
-
-    def prior_logp(self, z):
-        """``[B]`` log-density of ``z`` ``[B, ...]`` under the prior, summed per sample."""
-        z = jnp.asarray(z)
-        flat = z.reshape(z.shape[0], -1)
-        var = jnp.asarray(self.prior_std, flat.dtype) ** 2
-        n = flat.shape[1]
-        return -0.5 * n * jnp.log(2.0 * math.pi * var) - jnp.sum(flat**2, axis=1) / (2.0 * var)
-
-
+@CONTINUOUS_SCHEDULES.register("linear")
 @struct.dataclass
 class VPLinearSchedule(ContinuousSchedule):
     """VP-SDE with linear ``beta(t) = beta_min + t (beta_max - beta_min)``.
@@ -190,7 +73,7 @@ class VPLinearSchedule(ContinuousSchedule):
     @classmethod
     def create(cls, num_timesteps: int = 1000, beta_min=0.1, beta_max=20.0) -> VPLinearSchedule:
         """Build with validation (concrete values are range-checked)."""
-        check_int_range("num_timesteps", num_timesteps, 1)
+        check_timesteps("num_timesteps", num_timesteps)
         check_positive("beta_min", beta_min, allow_zero=True)
         check_positive("beta_max", beta_max)
         return cls(num_timesteps=num_timesteps, beta_min=param(beta_min), beta_max=param(beta_max))
@@ -238,6 +121,7 @@ class VPLinearSchedule(ContinuousSchedule):
         return jnp.ones((), jnp.asarray(self.beta_max).dtype)
 
 
+@CONTINUOUS_SCHEDULES.register("cosine")
 @struct.dataclass
 class VPCosineSchedule(ContinuousSchedule):
     """VP schedule with the cosine ``alpha_bar`` of Nichol & Dhariwal (2021), eq. 17.
@@ -268,7 +152,7 @@ class VPCosineSchedule(ContinuousSchedule):
     @classmethod
     def create(cls, num_timesteps: int = 1000, s=0.008, max_beta=999.0) -> VPCosineSchedule:
         """Build with validation (concrete values are range-checked)."""
-        check_int_range("num_timesteps", num_timesteps, 1)
+        check_timesteps("num_timesteps", num_timesteps)
         check_positive("s", s, allow_zero=True)
         check_positive("max_beta", max_beta)
         return cls(num_timesteps=num_timesteps, s=param(s), max_beta=param(max_beta))
@@ -344,11 +228,8 @@ def make_schedule(name, num_timesteps: int = 1000, **kwargs) -> ContinuousSchedu
       ValueError: unknown ``name`` (the message lists the choices) or bad values.
       TypeError: a keyword the schedule does not take.
     """
-    # Imported here: karras.py subclasses ContinuousSchedule from this module.
-    from jaxdiff.schedules.karras import KarrasSchedule
-
-    name = check_choice("name", name, CONTINUOUS_SCHEDULES)
-    cls = {"linear": VPLinearSchedule, "cosine": VPCosineSchedule, "karras": KarrasSchedule}[name]
+    cls = CONTINUOUS_SCHEDULES.get(name)
+    name = CONTINUOUS_SCHEDULES.canonical(name)
     allowed = [f.name for f in dataclasses.fields(cls) if f.name != "num_timesteps"]
     unknown = sorted(set(kwargs) - set(allowed))
     if unknown:
@@ -356,3 +237,6 @@ def make_schedule(name, num_timesteps: int = 1000, **kwargs) -> ContinuousSchedu
             f"make_schedule({name!r}) got unknown keywords {unknown}; allowed: {allowed}"
         )
     return cls.create(num_timesteps=num_timesteps, **kwargs)
+
+
+CONTINUOUS_SCHEDULES.register("karras", KarrasSchedule)

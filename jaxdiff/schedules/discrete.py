@@ -18,8 +18,14 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from jaxdiff._validation import check_choice, check_int_range, check_unit_interval_array
-from jaxdiff.schedules.betas import BETA_SCHEDULES, make_betas, rescale_zero_terminal_snr
+from jaxdiff._validation import check_bool, check_choice, check_unit_interval_array, is_concrete
+from jaxdiff.schedules.betas import (
+    BETA_SCHEDULES,
+    IGNORES_BETA_RANGE,
+    make_betas,
+    rescale_zero_terminal_snr,
+)
+from jaxdiff.schedules.checks import check_number, check_timesteps
 
 __all__ = ["DiscreteSchedule"]
 
@@ -69,9 +75,17 @@ class DiscreteSchedule:
           betas: custom ``[T]`` betas in (0, 1].
           alphas_cumprod: custom ``[T]`` decreasing ``alpha_bar`` in (0, 1].
           rescale_betas_zero_snr: apply Lin et al. (2024) zero-terminal-SNR rescaling.
+
+        Raises:
+          TypeError: a string or bool for a number, a non-bool flag, an unknown type.
+          ValueError: an unknown name; ``num_train_timesteps`` outside ``[1,
+            MAX_TIMESTEPS]`` (refused before anything is allocated); concrete
+            ``beta_start`` / ``beta_end`` outside ``(0, 1)``, NaN, or reversed
+            (``beta_start > beta_end``); betas whose ``alphas_cumprod`` underflows to 0.
         """
         dtype = _schedule_dtype()
         name = check_choice("schedule_type", schedule_type, [*BETA_SCHEDULES, *_CUSTOM])
+        check_bool("rescale_betas_zero_snr", rescale_betas_zero_snr)
         if betas is not None and alphas_cumprod is not None:
             raise ValueError("give either custom_betas or custom_alphas_cumprod, not both")
         if betas is not None:
@@ -86,8 +100,10 @@ class DiscreteSchedule:
                 f"schedule_type={schedule_type!r} needs custom_betas or custom_alphas_cumprod"
             )
         else:
-            check_int_range("num_train_timesteps", num_train_timesteps, 1)
+            check_timesteps("num_train_timesteps", num_train_timesteps)
+            _check_beta_range(beta_start, beta_end, uses_range=name not in IGNORES_BETA_RANGE)
             betas = make_betas(name, num_train_timesteps, beta_start, beta_end).astype(dtype)
+            _check_no_underflow(betas, name, num_train_timesteps, beta_start, beta_end)
         if rescale_betas_zero_snr:
             betas = rescale_zero_terminal_snr(betas)
         alphas_cumprod = jnp.cumprod(1.0 - betas)
@@ -149,3 +165,37 @@ class DiscreteSchedule:
             "log_snr_range": (float(log_snr.min()), float(log_snr.max())),
             "rescaled_zero_snr": self.rescaled_zero_snr,
         }
+
+
+def _check_beta_range(beta_start, beta_end, *, uses_range: bool) -> None:
+    """Raise unless concrete ``beta_start <= beta_end`` both lie in ``(0, 1)``.
+
+    Strings and bools raise ``TypeError`` even for schedules that ignore them (cosine).
+    """
+    bounds = dict(low=0.0, high=1.0, low_open=True, high_open=True) if uses_range else {}
+    check_number("beta_start", beta_start, **bounds)
+    check_number("beta_end", beta_end, **bounds)
+    if uses_range and is_concrete((beta_start, beta_end)):
+        start, end = np.asarray(beta_start, np.float64), np.asarray(beta_end, np.float64)
+        if np.any(start > end):
+            raise ValueError(
+                f"beta_start={beta_start} > beta_end={beta_end}: the betas would decrease "
+                "(a reversed schedule); give beta_start <= beta_end"
+            )
+
+
+def _check_no_underflow(betas, name, num_train_timesteps, beta_start, beta_end) -> None:
+    """Raise when concrete named betas drive ``alphas_cumprod`` to 0 (before any rescaling).
+
+    Such a schedule has infinite noise levels, and the zero-SNR rescaling of it is NaN.
+    """
+    if not is_concrete(betas):
+        return
+    last = float(jnp.cumprod(1.0 - betas)[-1])  # the smallest: alphas_cumprod decreases
+    if not last > 0.0:
+        raise ValueError(
+            f"schedule_type={name!r} with num_train_timesteps={num_train_timesteps}, "
+            f"beta_start={beta_start}, beta_end={beta_end} gives alphas_cumprod that "
+            f"underflow to 0 in {betas.dtype} (infinite noise levels); lower beta_end or "
+            "num_train_timesteps"
+        )

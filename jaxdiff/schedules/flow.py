@@ -30,7 +30,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from jaxdiff._broadcast import broadcast_t
 from jaxdiff._validation import check_int_range, check_unit_interval_array
+from jaxdiff.schedules.checks import check_number, check_timesteps
 
 __all__ = ["FlowSchedule"]
 
@@ -68,10 +70,14 @@ class FlowSchedule:
             takes exactly ``n`` steps.
 
         Raises:
-          ValueError: naming ``num_train_timesteps``, ``shift`` or ``sigmas``.
+          TypeError: ``shift`` given as a string or bool, ``num_train_timesteps`` not an int.
+          ValueError: naming ``num_train_timesteps`` (outside ``[1, MAX_TIMESTEPS]``),
+            ``shift`` (concrete and not a finite scalar ``> 0``) or ``sigmas``.
         """
-        check_int_range("num_train_timesteps", num_train_timesteps, 1)
-        _check_shift(shift)
+        check_timesteps("num_train_timesteps", num_train_timesteps)
+        check_number("shift", shift, low=0.0, low_open=True)
+        if np.ndim(shift) != 0:
+            raise ValueError(f"shift must be a scalar, got shape {np.shape(shift)}")
         shift = jnp.asarray(shift, _dtype())
         if sigmas is not None:
             sigmas = _check_sigmas(sigmas)
@@ -98,8 +104,7 @@ class FlowSchedule:
     @staticmethod
     def add_noise(x0, eps, sigma):
         """``x_sigma = (1 - sigma) x0 + sigma eps``; ``sigma`` scalar or ``[B]``."""
-        sigma = jnp.asarray(sigma)
-        sigma = sigma.reshape(sigma.shape + (1,) * (x0.ndim - sigma.ndim))
+        sigma = broadcast_t(sigma, x0)
         return (1.0 - sigma) * x0 + sigma * eps
 
     @staticmethod
@@ -173,24 +178,8 @@ class FlowSchedule:
         }
 
 
-def _check_shift(shift) -> None:
-    try:
-        value = np.asarray(shift, dtype=np.float64)
-    except Exception:  # traced: cannot check here
-        return
-    if value.ndim != 0 or not np.isfinite(value) or value <= 0:
-        raise ValueError(f"shift={shift!r} is out of range; it must be a finite scalar > 0")
-
-
 def _check_sigmas(sigmas):
     arr, host = check_unit_interval_array("sigmas", sigmas, _dtype())
     if host is not None and np.any(np.diff(host) >= 0):
-        raise ValueError(f"sigmas must be strictly decreasing, got {host.tolist()}")
-    return arr
-    if np.any(host <= 0) or np.any(host > 1):
-        raise ValueError(
-            f"sigmas entries must lie in (0, 1]; got range [{host.min()}, {host.max()}]"
-        )
-    if np.any(np.diff(host) >= 0):
         raise ValueError(f"sigmas must be strictly decreasing, got {host.tolist()}")
     return arr

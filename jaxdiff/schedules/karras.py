@@ -18,8 +18,8 @@ from typing import Any, ClassVar
 import jax.numpy as jnp
 from flax import struct
 
-from jaxdiff._validation import check_int_range
-from jaxdiff.schedules.continuous import ContinuousSchedule, as_time, check_positive, param
+from jaxdiff.schedules.checks import check_timesteps
+from jaxdiff.schedules.continuous_base import ContinuousSchedule, as_time, check_positive, param
 from jaxdiff.schedules.sigmas import karras_sigmas
 
 __all__ = ["KarrasSchedule", "karras_noise_schedule"]
@@ -49,7 +49,7 @@ class KarrasSchedule(ContinuousSchedule):
     @classmethod
     def create(cls, num_timesteps: int = 1000, sigma_min=0.002, sigma_max=80.0, rho=7.0):
         """Build with validation (concrete values are range-checked)."""
-        check_int_range("num_timesteps", num_timesteps, 1)
+        check_timesteps("num_timesteps", num_timesteps)
         for name, value in (("sigma_min", sigma_min), ("sigma_max", sigma_max), ("rho", rho)):
             check_positive(name, value)
         return cls(
@@ -119,7 +119,7 @@ def karras_noise_schedule(num_steps: int, sigma_min=0.002, sigma_max=80.0, rho=7
       sigma_N = 0`` (diffusers' ``EDMEulerScheduler`` sigmas with
       ``final_sigmas_type="zero"``).
     """
-    check_int_range("num_steps", num_steps, 1)
+    check_timesteps("num_steps", num_steps)
     for name, value in (("sigma_min", sigma_min), ("sigma_max", sigma_max), ("rho", rho)):
         check_positive(name, value)
     sigmas = karras_sigmas(param(sigma_min), param(sigma_max), num_steps, param(rho))

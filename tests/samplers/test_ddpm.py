@@ -304,8 +304,8 @@ def test_bad_inputs(key):
     model = gaussian_model(sched.alphas_cumprod)
     with pytest.raises(ValueError, match="variance_type"):
         DDPM(variance_type="fixed_medium").plan(sched)
-    with pytest.raises(ValueError, match="variance_type"):
-        DDPM(variance_type="FIXED_SMALL").plan(sched)
+    # names are case-insensitive and stored in lower case (issue 12: no later "unreachable")
+    assert DDPM(variance_type="FIXED_SMALL").variance_type == "fixed_small"
     with pytest.raises(TypeError, match="variance_type"):
         DDPM(variance_type=3).plan(sched)
     for n in (0, 1001):

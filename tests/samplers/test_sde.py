@@ -313,17 +313,17 @@ def _toy_model(x, t, context=None):
 def test_bad_inputs(key):
     sched, model, x = SCHEDS["linear"], MODELS["linear"], NOISE[:4]
     cases = [
-        (PredictorCorrector(predictor="ancestral"), "predictor"),
-        (PredictorCorrector(corrector="ald"), "corrector"),
-        (PredictorCorrector(num_steps=0), "num_steps"),
-        (ProbabilityFlow(num_steps=-3), "num_steps"),
-        (ProbabilityFlow(solver="rk4"), "solver"),
-        (PredictorCorrector(n_corrector_steps=-1), "n_corrector_steps"),
-        (PredictorCorrector(prediction_type="flow"), "prediction_type"),
+        (lambda: PredictorCorrector(predictor="ancestral"), "predictor"),
+        (lambda: PredictorCorrector(corrector="ald"), "corrector"),
+        (lambda: PredictorCorrector(num_steps=0), "num_steps"),
+        (lambda: ProbabilityFlow(num_steps=-3), "num_steps"),
+        (lambda: ProbabilityFlow(solver="rk4"), "solver"),
+        (lambda: PredictorCorrector(n_corrector_steps=-1), "n_corrector_steps"),
+        (lambda: PredictorCorrector(prediction_type="flow"), "prediction_type"),
     ]
-    for method, field in cases:
+    for method, field in cases:  # checked when the method is built
         with pytest.raises(ValueError, match=field):
-            sample(key, method, sched, model, x)
+            sample(key, method(), sched, model, x)
     with pytest.raises(ValueError, match="prediction_type.*variance"):
         sample(key, ProbabilityFlow(prediction_type="v_prediction"), SCHEDS["karras"], model, x)
     for bad in [0.0, 1.0, -0.1, 1.5]:

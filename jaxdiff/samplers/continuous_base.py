@@ -1,4 +1,4 @@
-"""Fields and helpers shared by the continuous-time (SDE / ODE) samplers.
+"""The base config of the continuous-time samplers (PC, probability flow).
 
 The samplers in :mod:`jaxdiff.samplers.pc` and :mod:`jaxdiff.samplers.probability_flow`
 run on a :class:`~jaxdiff.schedules.continuous.ContinuousSchedule` through the one
@@ -14,14 +14,13 @@ where the score is still finite.
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import struct
 
-from jaxdiff._validation import check_choice, check_int_range
+from jaxdiff.samplers.base import check_flags, set_choice
 from jaxdiff.samplers.prediction import to_x0_eps
-from jaxdiff.schedules.continuous import ContinuousSchedule
+from jaxdiff.schedules.checks import check_number, check_timesteps
+from jaxdiff.schedules.continuous_base import ContinuousSchedule
 
 __all__ = ["CONTINUOUS_PREDICTION_TYPES", "ContinuousMethod", "check_open_unit"]
 
@@ -29,17 +28,12 @@ CONTINUOUS_PREDICTION_TYPES = ("epsilon", "score", "v_prediction", "sample")
 
 
 def check_open_unit(field: str, value) -> None:
-    """Raise ``ValueError`` if a concrete ``value`` is not in ``(0, 1)``.
+    """Raise if a concrete ``value`` is not a real number in ``(0, 1)``.
 
-    Tracers and non-numeric placeholders (which JAX puts in pytrees while it maps over
-    them) are let through; traced values cannot be checked.
+    Tracers (``is_concrete`` is False) and the non-numeric placeholders JAX puts in
+    pytrees while it maps over them are let through; strings and bools raise.
     """
-    numeric = int | float | np.ndarray | np.generic | jax.Array
-    if isinstance(value, bool | jax.core.Tracer) or not isinstance(value, numeric):
-        return
-    arr = np.asarray(value, dtype=np.float64)
-    if arr.size == 0 or not np.all((arr > 0) & (arr < 1)):
-        raise ValueError(f"{field}={value!r} is out of range; allowed: 0 < {field} < 1")
+    check_number(field, value, low=0.0, high=1.0, low_open=True, high_open=True, placeholders=True)
 
 
 @struct.dataclass
@@ -62,6 +56,11 @@ class ContinuousMethod:
     t_min: float = 1e-3
 
     def __post_init__(self):
+        """Check every field that does not need the schedule (names canonicalised)."""
+        if self.num_steps is not None:
+            check_timesteps("num_steps", self.num_steps)
+        set_choice(self, "prediction_type", CONTINUOUS_PREDICTION_TYPES)
+        check_flags(self, "denoise_final")
         check_open_unit("t_min", self.t_min)
 
     def validate(self, schedule) -> int:
@@ -72,9 +71,7 @@ class ContinuousMethod:
                 f"jaxdiff.schedules.continuous.make_schedule), got {type(schedule).__name__}"
             )
         n = schedule.num_timesteps if self.num_steps is None else self.num_steps
-        check_int_range("num_steps", n, 1)
-        ptype = check_choice("prediction_type", self.prediction_type, CONTINUOUS_PREDICTION_TYPES)
-        if ptype == "v_prediction" and not schedule.variance_preserving:
+        if self.prediction_type == "v_prediction" and not schedule.variance_preserving:
             raise ValueError(
                 f"prediction_type='v_prediction' needs a variance-preserving schedule; "
                 f"the {schedule.kind!r} schedule is variance exploding (use epsilon, score "
@@ -92,6 +89,5 @@ class ContinuousMethod:
 
     def predict(self, model_output, x, alpha, sigma):
         """``(x0, eps, score)`` implied by the model output at ``x = alpha x0 + sigma eps``."""
-        ptype = check_choice("prediction_type", self.prediction_type, CONTINUOUS_PREDICTION_TYPES)
-        x0, eps = to_x0_eps(model_output, x, alpha, sigma, ptype)
+        x0, eps = to_x0_eps(model_output, x, alpha, sigma, self.prediction_type)
         return x0, eps, -eps / sigma
