@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from jaxdiff._keys import as_key
 from jaxdiff._validation import check_int_range
 from jaxdiff.ot.kernel_ops.base import KernelOperator
 from jaxdiff.ot.kernel_ops.config import KernelConfig
@@ -29,11 +30,11 @@ class OperatorErrorReport:
 
 
 def kernel_operator_error(
+    key: jax.Array,
     op: KernelOperator,
     x: jax.Array,
     y: jax.Array | None = None,
     *,
-    key: jax.Array,
     num_probes: int = 8,
 ) -> OperatorErrorReport:
     """Relative error of ``op`` against the direct operator on the same points.
@@ -43,10 +44,10 @@ def kernel_operator_error(
     wide kernels). The direct kernel is formed, so use small problems (``n m`` entries).
 
     Args:
+        key: draws the probe vectors.
         op: an operator from :func:`make_kernel_operator`.
         x: the points it was built from (grid coordinates for fft).
         y: likewise (None: ``y = x``).
-        key: draws the probe vectors.
         num_probes: number of probe vectors ``p`` (static, >= 1).
 
     Returns:
@@ -56,6 +57,7 @@ def kernel_operator_error(
         raise TypeError(
             f"op must be an operator from make_kernel_operator, got {type(op).__name__}"
         )
+    key = as_key(key)
     num_probes = check_int_range("num_probes", num_probes, 1)
     if op.solver_type == "fft":
         x = grid_points(x)

@@ -96,7 +96,7 @@ def test_error_needs_matching_points_and_probes():
     x = np.random.default_rng(0).normal(size=(5, 2))
     op = make_kernel_operator(KernelConfig(epsilon=1.0), x)
     with pytest.raises(ValueError, match=r"op has shape \(5, 5\)"):
-        kernel_operator_error(op, x, x[:3], key=jax.random.key(0))
+        kernel_operator_error(jax.random.key(0), op, x, x[:3])
     with pytest.raises(ValueError, match="num_probes"):
-        kernel_operator_error(op, x, key=jax.random.key(0), num_probes=0)
-    assert float(kernel_operator_error(op, x, key=jax.random.key(0)).apply) < 1e-6
+        kernel_operator_error(jax.random.key(0), op, x, num_probes=0)
+    assert float(kernel_operator_error(jax.random.key(0), op, x).apply) < 1e-6

@@ -66,7 +66,7 @@ def test_fft_equals_dense_on_grids(shape, kernel_type, enable_x64):
     np.testing.assert_allclose(op.apply(v1), dense @ v1, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(op.apply(v2), dense @ v2, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(op.apply_transpose(v2), dense.T @ v2, rtol=1e-10, atol=1e-12)
-    err = kernel_operator_error(op, g, g, key=jax.random.key(0))
+    err = kernel_operator_error(jax.random.key(0), op, g, g)
     assert err.apply < 1e-12 and err.apply_transpose < 1e-12
 
 
@@ -100,7 +100,7 @@ def test_rff_error_small_and_decreasing(kernel_type, feature_map, enable_x64):
                 assert np.all(np.isfinite(approx)) and np.all(approx > 0)
             else:  # the contrast: cosine features can go negative
                 assert np.any(approx < 0)
-        e = kernel_operator_error(op, x, y, key=jax.random.key(4))
+        e = kernel_operator_error(jax.random.key(4), op, x, y)
         errors.append(max(float(e.apply), float(e.apply_transpose)))
     assert errors[1] < errors[0]
     assert errors[1] < 0.06
@@ -113,7 +113,7 @@ def test_nystrom_error_decreasing_and_exact_at_full_rank(kernel_type, enable_x64
     for rank in (4, 64):
         cfg = KernelConfig(kernel_type, 0.5, "nystrom", rank=rank)
         op = make_kernel_operator(cfg, x, y, key=jax.random.key(5))
-        e = kernel_operator_error(op, x, y, key=jax.random.key(6))
+        e = kernel_operator_error(jax.random.key(6), op, x, y)
         errors.append(max(float(e.apply), float(e.apply_transpose)))
     assert errors[1] < errors[0] and errors[1] < 0.02
     # rank = n with y = x: every point is a landmark, the sketch is the kernel.
