@@ -30,7 +30,8 @@ def as_key(key, field: str = "key") -> jax.Array:
     """
     if is_typed_key(key):
         return key
-    if isinstance(key, jax.Array | np.ndarray) and key.dtype == np.uint32 and key.shape[-1:] == (2,):
+    raw = isinstance(key, jax.Array | np.ndarray) and key.dtype == np.uint32
+    if raw and key.shape[-1:] == (2,):
         return jax.random.wrap_key_data(jnp.asarray(key))
     raise TypeError(
         f"{field} must be a jax.random.key (or a legacy uint32[..., 2] PRNGKey), got "

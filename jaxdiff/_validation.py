@@ -17,7 +17,9 @@ __all__ = [
     "check_choice",
     "check_finite_array",
     "check_int_range",
+    "check_point_cloud",
     "check_real",
+    "check_real_array",
     "check_unit_interval_array",
     "concrete_value",
     "is_concrete",
@@ -56,7 +58,9 @@ def check_bool(field: str, value) -> bool:
     """
     if isinstance(value, bool | np.bool_):
         return bool(value)
-    raise TypeError(f"{field} must be a bool (True or False), got {type(value).__name__}: {value!r}")
+    raise TypeError(
+        f"{field} must be a bool (True or False), got {type(value).__name__}: {value!r}"
+    )
 
 
 def check_choice(field: str, value, choices: Iterable[str]) -> str:
@@ -88,7 +92,10 @@ def check_real(field: str, value, low: float | None = None, *, strict: bool = Fa
     """Return ``value`` as a finite float, ``> low`` (``strict``) or ``>= low``, or raise."""
     if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
         raise TypeError(f"{field} must be a real number, got {type(value).__name__}: {value!r}")
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:  # an int beyond the float range
+        raise ValueError(f"{field}={value} is not allowed: {field} must be finite") from None
     bad_low = low is not None and (value <= low if strict else value < low)
     if not math.isfinite(value) or bad_low:
         rel = ">" if strict else ">="
@@ -130,21 +137,35 @@ def check_unit_interval_array(field: str, value, dtype):
     return arr, host
 
 
-def check_point_cloud(field: str, value):
-    """``value`` as a real ``[num_points, dim]`` JAX array (NaN/inf checked when concrete).
+def check_real_array(field: str, value, min_ndim: int = 1, max_ndim: int | None = None):
+    """``value`` as a real JAX array ``[n, ...]`` with no empty axis (NaN/inf when concrete).
+
+    ``min_ndim`` / ``max_ndim`` bound the rank (``2, 2`` asks for point clouds
+    ``[num_points, dim]``).
 
     Raises:
-        TypeError: not a real (floating or integer) array.
-        ValueError: not 2-D with at least one point and one dimension, or non-finite.
+        TypeError: None, strings, objects, ragged lists, bool or complex arrays.
+        ValueError: a rank outside the bounds, an empty axis, or non-finite entries.
     """
     import jax.numpy as jnp  # the validation helpers above work on NumPy alone
 
-    arr = jnp.asarray(value)
+    if value is None or isinstance(value, str | bytes):
+        raise TypeError(f"{field} must be a real array, got {type(value).__name__}: {value!r:.80}")
+    try:
+        arr = jnp.asarray(value)
+    except (TypeError, ValueError) as err:  # ragged lists, strings inside lists, objects
+        raise TypeError(f"{field} must be a real array, got {type(value).__name__}") from err
     if arr.dtype == jnp.bool_ or not (
         jnp.issubdtype(arr.dtype, jnp.floating) or jnp.issubdtype(arr.dtype, jnp.integer)
     ):
         raise TypeError(f"{field} must be a real floating (or integer) array, got {arr.dtype}")
-    if arr.ndim != 2 or arr.shape[0] < 1 or arr.shape[1] < 1:
-        raise ValueError(f"{field} must have shape [num_points, dim] (2-D), got {arr.shape}")
+    if arr.ndim < min_ndim or (max_ndim is not None and arr.ndim > max_ndim) or 0 in arr.shape:
+        want = "[num_points, dim] (2-D)" if max_ndim == 2 else f"at least {min_ndim}-D"
+        raise ValueError(f"{field} must have shape {want} with no empty axis, got {arr.shape}")
     check_finite_array(field, value)
     return arr
+
+
+def check_point_cloud(field: str, value):
+    """``value`` as a real ``[num_points, dim]`` JAX array (see :func:`check_real_array`)."""
+    return check_real_array(field, value, 2, 2)

@@ -12,21 +12,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdiff._validation import check_finite_array, check_point_cloud, check_real, concrete_value
+from jaxdiff._validation import check_finite_array, check_real, concrete_value
 
-__all__ = ["check_cloud", "check_fraction", "check_positive_scalar", "check_weights"]
-
-
-def check_cloud(field: str, value) -> jax.Array:
-    """``value`` as a real ``[num_points, dim]`` array (strings and objects refused first)."""
-    dtype = getattr(value, "dtype", None)
-    numeric = dtype is None or dtype == np.bool_ or jnp.issubdtype(dtype, jnp.number)
-    if isinstance(value, str) or not numeric:
-        raise TypeError(
-            f"{field} must be a real floating (or integer) array of points, "
-            f"got {type(value).__name__} of dtype {dtype}"
-        )
-    return check_point_cloud(field, value)
+__all__ = [
+    "check_fraction",
+    "check_positive_scalar",
+    "check_weights",
+    "normalized_weights",
+    "positive_scalar",
+]
 
 
 def check_positive_scalar(field: str, value, high: float | None = None):
@@ -90,3 +84,26 @@ def check_weights(field: str, value, size: int, dtype, balanced: bool) -> jax.Ar
                 f"got sum {host.sum()}"
             )
     return arr.astype(dtype)
+
+
+def positive_scalar(field: str, value, dtype) -> tuple[jax.Array, jax.Array]:
+    """A finite scalar ``> 0`` as a ``dtype`` array, with a (possibly traced) ``ok`` flag.
+
+    Concrete values are checked by :func:`check_positive_scalar` (``TypeError`` for
+    strings, bools, None; ``ValueError`` for NaN, inf, ``<= 0``).
+    """
+    arr = jnp.asarray(check_positive_scalar(field, value), dtype=dtype)
+    return arr, jnp.isfinite(arr) & (arr > 0)
+
+
+def normalized_weights(field: str, value, size: int, dtype) -> tuple[jax.Array, jax.Array]:
+    """Weights ``[size]`` normalised to sum 1, with a (possibly traced) ``ok`` flag.
+
+    Weights must be finite, non-negative and have a positive total; concrete values are
+    checked by :func:`check_weights` (``ValueError``), traced ones are reported through
+    ``ok``.
+    """
+    arr = check_weights(field, value, size, dtype, balanced=False)
+    total = jnp.sum(arr)
+    ok = jnp.all(jnp.isfinite(arr) & (arr >= 0)) & (total > 0)
+    return arr / jnp.where(ok, total, 1.0), ok

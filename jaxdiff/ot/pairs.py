@@ -34,9 +34,15 @@ import numpy as np
 from flax import struct
 
 from jaxdiff._keys import as_key
-from jaxdiff._validation import check_bool, check_choice, check_int_range, concrete_value
-from jaxdiff.ot._checks import check_points, positive_scalar
+from jaxdiff._validation import (
+    check_bool,
+    check_choice,
+    check_int_range,
+    check_real_array,
+    concrete_value,
+)
 from jaxdiff.ot.auction import MAX_ROUNDS, assignment, auction
+from jaxdiff.ot.checks import positive_scalar
 from jaxdiff.ot.sinkhorn import sinkhorn
 
 __all__ = ["METHODS", "Pairs", "assignment", "ot_pairs"]
@@ -151,7 +157,7 @@ def ot_pairs(
     relative_epsilon = check_bool("relative_epsilon", relative_epsilon)
     max_iterations = check_int_range("max_iterations", max_iterations, 1, MAX_SINKHORN_ITERATIONS)
     max_rounds = check_int_range("max_rounds", max_rounds, 1, MAX_ROUNDS)
-    x0, x1 = check_points("x0", x0, 1), check_points("x1", x1, 1)
+    x0, x1 = check_real_array("x0", x0), check_real_array("x1", x1)
     if x0.shape != x1.shape:
         raise ValueError(
             f"x0 and x1 must have the same shape [n, ...]; got {x0.shape} and {x1.shape}"

@@ -34,11 +34,12 @@ from jaxdiff._validation import (
     check_bool,
     check_choice,
     check_int_range,
+    check_point_cloud,
     check_real,
     is_concrete,
 )
 from jaxdiff.ot import health, online_reduce
-from jaxdiff.ot.checks import check_cloud, check_fraction, check_positive_scalar, check_weights
+from jaxdiff.ot.checks import check_fraction, check_positive_scalar, check_weights
 from jaxdiff.ot.costs import COSTS
 from jaxdiff.ot.kernel_ops import KernelOperator
 from jaxdiff.ot.memory import check_allocation
@@ -351,8 +352,8 @@ def _solve_operator(op: KernelOperator, a, b, threshold, debug: bool, **statics)
 def _solve_clouds(x, y, a, b, epsilon, threshold, geometry: str, debug: bool, **st) -> OTResult:
     """Sinkhorn between point clouds on the dense or online geometry."""
     balanced = st["tau_a"] == 1.0 and st["tau_b"] == 1.0
-    x = check_cloud("x", x)
-    y = check_cloud("y", y)
+    x = check_point_cloud("x", x)
+    y = check_point_cloud("y", y)
     if x.shape[1] != y.shape[1]:
         raise ValueError(f"x and y must have the same dimension, got x {x.shape} and y {y.shape}")
     dtype = jnp.result_type(x.dtype, y.dtype, float)

@@ -37,8 +37,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxdiff._keys import as_key
-from jaxdiff._validation import check_int_range
-from jaxdiff.ot._checks import check_points, positive_scalar, weights
+from jaxdiff._validation import check_int_range, check_point_cloud
+from jaxdiff.ot.checks import normalized_weights, positive_scalar
 
 __all__ = [
     "max_sliced_wasserstein",
@@ -90,7 +90,7 @@ def _check_p(p) -> float:
 def _check_clouds(key, x, y, num_projections):
     """Checked key, float ``x`` ``[n, d]``, ``y`` ``[m, d]``, ``K`` and a finiteness flag."""
     key = as_key(key)
-    x, y = check_points("x", x, 2, 2), check_points("y", y, 2, 2)
+    x, y = check_point_cloud("x", x), check_point_cloud("y", y)
     if x.shape[1] != y.shape[1]:
         raise ValueError(
             f"x and y must have the same dimension; got x.shape={x.shape}, y.shape={y.shape}"
@@ -143,10 +143,10 @@ def _projected(key, x, y, num_projections, a, b, p):
     p = _check_p(p)
     key, x, y, num_projections, ok = _check_clouds(key, x, y, num_projections)
     if a is not None:
-        a, ok_a = weights("a", a, x.shape[0], x.dtype)
+        a, ok_a = normalized_weights("a", a, x.shape[0], x.dtype)
         ok &= ok_a
     if b is not None:
-        b, ok_b = weights("b", b, y.shape[0], x.dtype)
+        b, ok_b = normalized_weights("b", b, y.shape[0], x.dtype)
         ok &= ok_b
     theta = random_projections(key, x.shape[1], num_projections, dtype=x.dtype)
     return _per_direction(x @ theta, y @ theta, a, b, p), p, ok

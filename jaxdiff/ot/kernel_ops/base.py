@@ -15,7 +15,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from jaxdiff.ot.checks import check_cloud
+from jaxdiff._validation import check_point_cloud
 
 __all__ = [
     "KernelOperator",
@@ -58,7 +58,7 @@ def _kernel_columns(op: KernelOperator, w: jax.Array, axis: int) -> jax.Array:
 
 def check_points(field: str, value) -> jax.Array:
     """``value`` as a ``[num_points, dim]`` floating array; NaN checked when concrete."""
-    arr = check_cloud(field, value)
+    arr = check_point_cloud(field, value)
     return arr.astype(jnp.result_type(arr.dtype, float))
 
 
