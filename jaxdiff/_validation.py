@@ -95,7 +95,10 @@ def check_real(field: str, value, low: float | None = None, *, strict: bool = Fa
     try:
         value = float(value)
     except OverflowError:  # an int beyond the float range
-        raise ValueError(f"{field}={value} is not allowed: {field} must be finite") from None
+        digits = len(str(abs(value)))
+        raise ValueError(
+            f"{field} (an integer of {digits} digits) is not allowed: {field} must be finite"
+        ) from None
     bad_low = low is not None and (value <= low if strict else value < low)
     if not math.isfinite(value) or bad_low:
         rel = ">" if strict else ">="
