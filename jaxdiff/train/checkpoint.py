@@ -259,7 +259,9 @@ class CheckpointManager:
                         raise ValueError(f"stored step {int(state.step)} != directory step {step}")
                     if not _all_finite((state.params, state.ema_params, state.opt_state)):
                         raise ValueError("non-finite values")
-                except Exception as err:  # noqa: BLE001 - any failure means unreadable
+                except MemoryError:  # the host, not the step, is at fault: keep it
+                    raise
+                except Exception as err:  # noqa: BLE001 - any other failure: unreadable
                     kept = move_aside(self.directory / str(step))
                     moved = True
                     warnings.warn(

@@ -123,3 +123,19 @@ def test_mismatch_is_refused_even_behind_a_corrupt_newest_step(tmp_path):
     with pytest.raises(CheckpointMismatchError, match="step 20"):
         _fit(tmp_path, hidden=16)
     assert _snapshot(tmp_path) == before
+
+
+def test_out_of_memory_during_restore_leaves_the_step_in_place(tmp_path, monkeypatch):
+    """A MemoryError is the host's fault, not the step's: it propagates, nothing moves."""
+    first = _fit(tmp_path)
+    mgr = CheckpointManager(tmp_path)
+
+    def no_memory(*args, **kwargs):
+        raise MemoryError("host out of memory")
+
+    monkeypatch.setattr(mgr._manager, "restore", no_memory)
+    with pytest.raises(MemoryError):
+        mgr.restore(first.state)
+    mgr.close()
+    assert CheckpointManager(tmp_path).all_steps() == [10, 20, 30]
+    assert not (tmp_path / CORRUPT_DIR).exists()
