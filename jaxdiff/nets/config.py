@@ -15,11 +15,22 @@ import dataclasses
 
 import jax.numpy as jnp
 
-from jaxdiff._validation import check_choice, check_int_range
+from jaxdiff._validation import check_bool, check_choice, check_int_range, check_real
 
 __all__ = ["HighResModelConfig"]
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+_BOOL_FIELDS = (
+    "conditional",
+    "use_checkpointing",
+    "use_linear_projection",
+    "flip_sin_to_cos",
+    "mid_block",
+    "mid_attention",
+    "center_input_sample",
+)
 
 
 def _per_level(field: str, value, levels: int) -> tuple[int, ...]:
@@ -149,10 +160,13 @@ class HighResModelConfig:
                     f"channels {ch} of level {level} (base_channels * channel_mult[{level}]) "
                     f"are not divisible by norm_num_groups={self.norm_num_groups}"
                 )
-        if not 0.0 <= self.dropout < 1.0:
+        for flag in _BOOL_FIELDS:
+            check_bool(flag, getattr(self, flag))
+        for number in ("freq_shift", "mid_block_scale_factor", "lora_alpha"):
+            check_real(number, getattr(self, number))
+        if check_real("dropout", self.dropout, 0.0) >= 1.0:
             raise ValueError(f"dropout={self.dropout} must lie in [0, 1)")
-        if self.norm_eps <= 0:
-            raise ValueError(f"norm_eps={self.norm_eps} must be > 0")
+        check_real("norm_eps", self.norm_eps, 0.0, strict=True)
         if self.conditional:
             check_int_range("context_dim", self.context_dim, 1)
         if self.num_classes is not None:
