@@ -109,10 +109,9 @@ def check_real(field: str, value, low: float | None = None, *, strict: bool = Fa
 
 def check_finite_array(field: str, value) -> None:
     """Raise if a concrete array has NaN or infinite entries (skipped for tracers)."""
-    try:
-        arr = np.asarray(value)
-    except Exception:  # a tracer: values are checked in the result instead
+    if not is_concrete(value):  # traced: values are checked in the result instead
         return
+    arr = np.asarray(value)
     if arr.dtype.kind in "fc" and not np.all(np.isfinite(arr)):
         raise ValueError(f"{field} has non-finite entries (NaN or inf); all must be finite")
 
@@ -129,9 +128,8 @@ def check_unit_interval_array(field: str, value, dtype):
     if arr.ndim != 1 or arr.shape[0] < 1:
         raise ValueError(f"{field} must be a non-empty 1-D array, got shape {arr.shape}")
     check_finite_array(field, value)
-    try:
-        host = np.asarray(value, dtype=np.float64)
-    except Exception:  # traced: cannot check values here
+    host = concrete_value(value)
+    if host is None:  # traced: cannot check values here
         return arr, None
     if np.any(host <= 0) or np.any(host > 1):
         raise ValueError(

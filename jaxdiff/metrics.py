@@ -12,7 +12,11 @@
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
+import numpy as np
+
+from jaxdiff._validation import check_real, concrete_value, is_concrete
 
 __all__ = ["crps", "energy_distance", "energy_score", "energy_score_terms"]
 
@@ -44,12 +48,11 @@ def _safe_norm(v):
 
 
 def _check_lambda(lambda_energy):
-    try:
-        lam = float(lambda_energy)
-    except Exception:  # traced (e.g. an objective's leaf): checked by its owner
-        return
-    if not (lam == lam and abs(lam) != float("inf") and lam >= 0):
-        raise ValueError(f"lambda_energy={lambda_energy!r} must be a finite number >= 0")
+    if isinstance(lambda_energy, jax.Array | np.ndarray) and jnp.ndim(lambda_energy) == 0:
+        if not is_concrete(lambda_energy):  # traced (an objective's leaf): its owner checks
+            return
+        lambda_energy = concrete_value(lambda_energy).item()
+    check_real("lambda_energy", lambda_energy, 0.0)
 
 
 def energy_score_terms(samples, y, *, fair=True):

@@ -152,6 +152,8 @@ def test_energy_score_bad_inputs():
         energy_score(x, x[:, 0], lambda_energy=-1.0)
     with pytest.raises(ValueError, match="lambda_energy"):
         energy_score(x, x[:, 0], lambda_energy=float("nan"))
+    with pytest.raises(TypeError, match="lambda_energy"):
+        energy_score(x, x[:, 0], lambda_energy="0.5")  # a string is not taken as a number
 
 
 def test_energy_score_is_jittable():
