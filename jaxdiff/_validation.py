@@ -6,6 +6,7 @@ value it received and what is allowed (DESIGN.md, convention 9).
 
 from __future__ import annotations
 
+import difflib
 import enum
 import math
 from collections.abc import Iterable
@@ -22,6 +23,7 @@ __all__ = [
     "check_real_array",
     "check_unit_interval_array",
     "concrete_value",
+    "did_you_mean",
     "is_concrete",
     "normalize_name",
 ]
@@ -63,6 +65,12 @@ def check_bool(field: str, value) -> bool:
     )
 
 
+def did_you_mean(value, choices: Iterable[str]) -> str:
+    """``" (did you mean 'x'?)"`` for the closest of ``choices`` to ``value``, else ``""``."""
+    close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 def check_choice(field: str, value, choices: Iterable[str]) -> str:
     """Return ``value`` normalised to lower case, or raise naming the allowed choices."""
     choices = list(choices)
@@ -73,7 +81,10 @@ def check_choice(field: str, value, choices: Iterable[str]) -> str:
             f"{field} must be one of {sorted(choices)} (str or enum), got {value!r}"
         ) from None
     if name not in choices:
-        raise ValueError(f"{field}={value!r} is not supported; choose one of {sorted(choices)}")
+        raise ValueError(
+            f"{field}={value!r} is not supported{did_you_mean(name, choices)}; "
+            f"choose one of {sorted(choices)}"
+        )
     return name
 
 

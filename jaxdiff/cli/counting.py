@@ -25,37 +25,134 @@ given its target mean (the aggregate is what that bridge conditions on).
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import json
 from pathlib import Path
+from typing import Any
 
-import jax
-import jax.numpy as jnp
-import numpy as np
+from jaxdiff.cli.config import (
+    check_output_dir,
+    checking,
+    compose_config,
+    help_epilog,
+    schema_from,
+    show_config,
+)
 
-from jaxdiff.cli.train import compose_config
+__all__ = [
+    "DESCRIPTION",
+    "add_parser",
+    "compose",
+    "prepare",
+    "run",
+    "schema",
+    "train_and_evaluate",
+    "training_config",
+]
 
-__all__ = ["add_parser", "run", "train_and_evaluate", "training_config"]
+DESCRIPTION = """Counting Flows on count data: train an energy-score posterior for a Skellam
+birth-death bridge, then generate held-out counts and score them. Configuration: Hydra
+YAML in configs/counting, overridden as key=value (bridge=constrained dataset.d=20
+training.num_iterations=25000). Each configuration trains in <output_dir>/<config hash>/
+with checkpoints: a killed run resumes, a finished run is only re-evaluated."""
+
+_RENAME = {"num_steps": "num_iterations"}
 
 
-def add_parser(subparsers) -> None:
-    """Register ``jaxdiff counting`` on an argparse sub-parser set."""
+@dataclasses.dataclass
+class ModelSchema:
+    """``model``: the energy-score posterior MLP and its objective."""
+
+    hidden_dim: int = 128
+    depth: int = 3
+    noise_dim: int = 16
+    log1p_inputs: bool = False
+    time_features: int = 0
+    m_samples: int = 16
+    lambda_energy: float = 1.0
+
+
+@dataclasses.dataclass
+class EvaluationSchema:
+    """``evaluation``: held-out pairs, reverse-bridge steps and their seed."""
+
+    num_samples: int = 4000
+    n_steps: int = 30
+    seed: int = 1
+
+
+def schema() -> type:
+    """The app's structured config (a dataclass).
+
+    ``training`` is a TrainingConfig (``num_steps`` named ``num_iterations``);
+    ``bridge``, ``slack_sampler`` and ``dataset`` may hold the keys of any of their
+    types (the weight-schedule options ``concentration`` and ``steepness`` for a
+    bridge); :mod:`jaxdiff.counting.factory` checks them per ``type``.
+    """
+    from jaxdiff.counting.factory import BRIDGES, DATASETS, SLACK_SAMPLERS
+    from jaxdiff.train.config import TrainingConfig
+
+    def group(registry, extra=()):
+        keys = {"type", *extra}
+        for name in registry.names():
+            params = inspect.signature(registry.get(name)).parameters.values()
+            keys |= {p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+        keys.discard("slack_sampler")  # a bridge's slack sampler is its own group
+        meta = {"keys": sorted(keys)}
+        return dict[str, Any], dataclasses.field(default_factory=dict, metadata=meta)
+
+    training = schema_from(TrainingConfig, "CountingTrainingSchema", rename=_RENAME)
+    fields = [
+        ("bridge", *group(BRIDGES, extra=("concentration", "steepness"))),
+        ("slack_sampler", *group(SLACK_SAMPLERS)),
+        ("model", ModelSchema, dataclasses.field(default_factory=ModelSchema)),
+        ("dataset", *group(DATASETS)),
+        ("training", training, dataclasses.field(default_factory=training)),
+        ("evaluation", EvaluationSchema, dataclasses.field(default_factory=EvaluationSchema)),
+        ("output_dir", str, dataclasses.field(default="outputs")),
+    ]
+    return dataclasses.make_dataclass("CountingSchema", fields)
+
+
+def compose(overrides: list[str], config_name: str = "config") -> dict:
+    """The composed, schema-checked ``counting`` config (a plain dict); ConfigError if bad."""
+    return compose_config("counting", overrides, config_name, schema())
+
+
+def add_parser(subparsers, parents=()):
+    """Register ``jaxdiff counting`` on an argparse sub-parser set; returns its parser."""
+    import argparse
+
     parser = subparsers.add_parser(
-        "counting", help="Counting Flows: train and evaluate a count bridge (Hydra overrides)"
-    )
-    parser.add_argument(
-        "--config-name", "-cn", default="config", help="config file in configs/counting"
+        "counting",
+        help="Counting Flows: train and evaluate a count bridge (Hydra overrides)",
+        description=DESCRIPTION,
+        epilog=help_epilog("counting"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=list(parents),
     )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. bridge=constrained")
+    return parser
 
 
 def run(args) -> int:
-    """Train, evaluate and report; returns the exit code."""
-    from omegaconf import OmegaConf
+    """Check the whole config, then train, evaluate and report; returns the exit code."""
+    from jaxdiff.cli.console import Console
 
-    cfg = compose_config("counting", args.overrides, config_name=args.config_name)
-    result = train_and_evaluate(OmegaConf.to_container(cfg, resolve=True))
-    print(json.dumps(result["metrics"], indent=2))
-    print(f"wrote {result['run_dir']}/metrics.json, loss.png, bridge_marginals.png, histograms.png")
+    console = Console()
+    console(
+        f"jaxdiff counting: checking the config ({args.config_name} + "
+        f"{len(args.overrides)} overrides)"
+    )
+    cfg = compose(args.overrides, args.config_name)
+    job = prepare(cfg)
+    if args.cfg or args.info:
+        return show_config("counting", cfg, args, job["run_dir"])
+    result = train_and_evaluate(cfg, job, log=console)
+    print(json.dumps(result["metrics"], indent=2), flush=True)
+    files = "metrics.json, loss.png, bridge_marginals.png, histograms.png"
+    console(f"wrote {result['run_dir']}/{files}")
     return 0
 
 
@@ -72,6 +169,51 @@ def training_config(training: dict):
     return TrainingConfig(**kwargs)
 
 
+def prepare(cfg: dict) -> dict:
+    """Build every library object of ``cfg`` before any work; ConfigError naming the key.
+
+    Returns ``{"dataset", "bridge", "module", "objective", "training", "run_dir"}``;
+    ``run_dir`` is where the run will go (not created yet).
+    """
+    from jaxdiff._validation import check_int_range
+    from jaxdiff.counting.checks import check_n_steps
+    from jaxdiff.counting.energy import EnergyScoreObjective
+    from jaxdiff.counting.factory import build_bridge, build_dataset
+    from jaxdiff.train import config_hash
+
+    with checking("dataset", cfg["dataset"]):
+        dataset = build_dataset(cfg["dataset"])
+    with checking("bridge", cfg["bridge"]):
+        bridge = build_bridge(cfg["bridge"], cfg["slack_sampler"])
+    model_cfg = cfg["model"]
+    with checking("model", model_cfg):
+        module = _build_model(model_cfg, bridge.delta)
+        objective = EnergyScoreObjective.create(
+            bridge,
+            noise_dim=module.noise_dim,
+            m_samples=model_cfg["m_samples"],
+            lambda_energy=model_cfg["lambda_energy"],
+        )
+    with checking("training", cfg["training"], _RENAME):
+        training = training_config(cfg["training"])
+    ev = cfg["evaluation"]
+    with checking("evaluation", ev):
+        check_int_range("num_samples", ev["num_samples"], 1, 10**6)
+        check_n_steps(ev["n_steps"], (ev["num_samples"], dataset.d), False)
+        check_int_range("seed", ev["seed"], 0)
+    root = check_output_dir(cfg["output_dir"])
+    bridge_cfg = {"bridge": cfg["bridge"], "slack_sampler": cfg["slack_sampler"]}
+    run_dir = root / config_hash(model_cfg, cfg["dataset"], bridge_cfg)
+    return {
+        "dataset": dataset,
+        "bridge": bridge,
+        "module": module,
+        "objective": objective,
+        "training": training,
+        "run_dir": run_dir,
+    }
+
+
 def _build_model(model_cfg: dict, delta: bool):
     from jaxdiff.counting.energy import EnergyScorePosterior
 
@@ -79,29 +221,33 @@ def _build_model(model_cfg: dict, delta: bool):
     return EnergyScorePosterior(residual=not delta, **arch)
 
 
-def train_and_evaluate(cfg: dict) -> dict:
-    """Run the whole job for a plain-dict config; returns ``{"run_dir", "metrics"}``."""
-    from jaxdiff.counting.energy import EnergyScoreObjective, posterior_sampler
+def train_and_evaluate(cfg: dict, job: dict | None = None, log=None) -> dict:
+    """Run the whole job for a composed config; returns ``{"run_dir", "metrics"}``.
+
+    Args:
+      cfg: the composed config (:func:`compose`).
+      job: :func:`prepare`'s result for ``cfg`` (built here when None).
+      log: called with one line per phase (see :class:`~jaxdiff.cli.console.Console`).
+    """
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from jaxdiff.counting.energy import posterior_sampler
     from jaxdiff.counting.evaluate import sample_quality
-    from jaxdiff.counting.factory import build_bridge, build_dataset
     from jaxdiff.nets import bind
     from jaxdiff.train import fit, run_directory
 
-    dataset = build_dataset(cfg["dataset"])
-    bridge = build_bridge(cfg["bridge"], cfg["slack_sampler"])
-    model_cfg = cfg["model"]
-    module = _build_model(model_cfg, bridge.delta)
+    say = log or (lambda message: None)
+    job = prepare(cfg) if job is None else job
+    dataset, bridge, module = job["dataset"], job["bridge"], job["module"]
+    training = job["training"]
     noise_dim = module.noise_dim
-    objective = EnergyScoreObjective.create(
-        bridge,
-        noise_dim=noise_dim,
-        m_samples=model_cfg["m_samples"],
-        lambda_energy=model_cfg["lambda_energy"],
-    )
     apply_fn = bind(module).apply_fn
-    training = training_config(cfg["training"])
     bridge_cfg = {"bridge": cfg["bridge"], "slack_sampler": cfg["slack_sampler"]}
-    run_dir = run_directory(cfg["output_dir"], model_cfg, cfg["dataset"], bridge_cfg)
+    run_dir = run_directory(cfg["output_dir"], cfg["model"], cfg["dataset"], bridge_cfg)
+    say(f"config {run_dir.name}: run directory {run_dir}")
+    say(f"dataset {cfg['dataset']['type']}: {dataset.d} features")
 
     k_init, k_train = jax.random.split(jax.random.key(training.seed))
     cond = jnp.zeros((1, dataset.context_dim)) if dataset.context_dim else None
@@ -113,11 +259,12 @@ def train_and_evaluate(cfg: dict) -> dict:
         k_train,
         params,
         apply_fn,
-        objective,
+        job["objective"],
         batches,
         training,
         run_dir=run_dir,
         steps_per_epoch=steps_per_epoch,
+        log=say,
     )
 
     ev = cfg["evaluation"]
@@ -131,8 +278,10 @@ def train_and_evaluate(cfg: dict) -> dict:
         model = posterior_sampler(apply_fn, params, noise_dim=noise_dim)
         return bridge.sample(key, held["x1"], model, ev["n_steps"], **extra)
 
+    say(f"generating {ev['num_samples']} held-out samples in {ev['n_steps']} bridge steps")
     out = jax.jit(generate)(k_gen, fitted.state.ema_params)
     generated = np.asarray(out.samples)
+    say("scoring: energy distance, moments; plotting")
     metrics = sample_quality(generated, held["x"], source=held["x1"])
     metrics.update(
         all_finite=bool(out.all_finite),

@@ -21,47 +21,169 @@ import dataclasses
 import json
 from pathlib import Path
 
-import jax
-import jax.numpy as jnp
-import numpy as np
+from jaxdiff.cli.config import (
+    check_output_dir,
+    checking,
+    compose_config,
+    help_epilog,
+    schema_from,
+    show_config,
+)
 
-__all__ = ["add_parser", "compose_config", "config_dir", "run"]
+__all__ = [
+    "DESCRIPTION",
+    "add_parser",
+    "compose",
+    "digit_quality",
+    "prepare",
+    "run",
+    "schema",
+    "train_and_sample",
+]
+
+DESCRIPTION = """Train a small DDPM on scikit-learn's digits (8 x 8), sample it with a jaxdiff
+sampler and score the samples. Configuration: Hydra YAML in configs/train, overridden
+as key=value (training=quick sampler.method=dpm_solver model.base_channels=64).
+Each configuration trains in <output_dir>/<config hash>/ with checkpoints: a killed
+run resumes, a finished run only re-samples."""
 
 
-def config_dir(app: str) -> Path:
-    """The shipped Hydra config folder of an app (installed wheel or source checkout)."""
-    here = Path(__file__).resolve()
-    for candidate in (here.parents[1] / "configs" / app, here.parents[2] / "configs" / app):
-        if candidate.is_dir():
-            return candidate
-    raise FileNotFoundError(f"no Hydra configs for {app!r} next to the jaxdiff package")
+@dataclasses.dataclass
+class DataSchema:
+    """``data``: which images and how they are split."""
+
+    name: str = "digits"
+    test_fraction: float = 0.2
+    split_seed: int = 0
 
 
-def compose_config(app: str, overrides: list[str], config_name: str = "config"):
-    """Hydra's composed config (an OmegaConf DictConfig) of ``config_name`` + ``overrides``."""
-    from hydra import compose, initialize_config_dir
+@dataclasses.dataclass
+class ObjectiveSchema:
+    """``objective``: the training noise schedule and prediction target."""
 
-    with initialize_config_dir(config_dir=str(config_dir(app)), version_base=None):
-        return compose(config_name=config_name, overrides=list(overrides))
+    schedule_type: str = "cosine"
+    num_train_timesteps: int = 1000
+    prediction_type: str = "epsilon"
 
 
-def add_parser(subparsers) -> None:
-    """Register ``jaxdiff train`` on an argparse sub-parser set."""
+@dataclasses.dataclass
+class SamplerSchema:
+    """``sampler``: how the trained model is sampled for the report."""
+
+    method: str = "ddim"
+    num_inference_steps: int = 50
+    num_samples: int = 400
+
+
+def schema() -> type:
+    """The app's structured config (a dataclass).
+
+    ``model`` is a HighResModelConfig, ``training`` a TrainingConfig, the other groups
+    the schemas above.
+    """
+    from jaxdiff.nets.config import HighResModelConfig
+    from jaxdiff.train.config import TrainingConfig
+
+    parts = {
+        "model": schema_from(HighResModelConfig, "ModelSchema"),
+        "training": schema_from(TrainingConfig, "TrainingSchema"),
+        "data": DataSchema,
+        "objective": ObjectiveSchema,
+        "sampler": SamplerSchema,
+    }
+    fields = [(k, v, dataclasses.field(default_factory=v)) for k, v in parts.items()]
+    fields.append(("output_dir", str, dataclasses.field(default="outputs")))
+    return dataclasses.make_dataclass("TrainSchema", fields)
+
+
+def compose(overrides: list[str], config_name: str = "config") -> dict:
+    """The composed, schema-checked ``train`` config (a plain dict); ConfigError if bad."""
+    return compose_config("train", overrides, config_name, schema())
+
+
+def add_parser(subparsers, parents=()):
+    """Register ``jaxdiff train`` on an argparse sub-parser set; returns its parser."""
+    import argparse
+
     parser = subparsers.add_parser(
-        "train", help="train a small DDPM on scikit-learn's digits (Hydra overrides)"
+        "train",
+        help="train a small DDPM on scikit-learn's digits (Hydra overrides)",
+        description=DESCRIPTION,
+        epilog=help_epilog("train"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=list(parents),
     )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. training=quick")
+    return parser
 
 
 def run(args) -> int:
-    """Train, sample and report; returns the exit code."""
-    from omegaconf import OmegaConf
+    """Check the whole config, then train, sample and report; returns the exit code."""
+    from jaxdiff.cli.console import Console
 
-    cfg = compose_config("train", args.overrides)
-    result = train_and_sample(OmegaConf.to_container(cfg, resolve=True))
-    print(json.dumps(result["metrics"], indent=2))
-    print(f"wrote {result['run_dir']}/samples.png, loss.png, metrics.json")
+    console = Console()
+    console(
+        f"jaxdiff train: checking the config ({args.config_name} + {len(args.overrides)} overrides)"
+    )
+    cfg = compose(args.overrides, args.config_name)
+    job = prepare(cfg)
+    if args.cfg or args.info:
+        return show_config("train", cfg, args, job["run_dir"])
+    result = train_and_sample(cfg, job, log=console)
+    print(json.dumps(result["metrics"], indent=2), flush=True)
+    console(f"wrote {result['run_dir']}/samples.png, loss.png, metrics.json")
     return 0
+
+
+def prepare(cfg: dict) -> dict:
+    """Build every library object of ``cfg`` before any work; ConfigError naming the key.
+
+    Returns ``{"model_cfg", "training", "sched_cfg", "objective", "manager", "method",
+    "num_samples", "run_dir"}``; ``run_dir`` is where the run will go (not created yet).
+    """
+    from jaxdiff._validation import check_choice, check_int_range, check_real
+    from jaxdiff.samplers.config import SamplingConfig, SamplingMethod
+    from jaxdiff.samplers.manager import AdvancedSamplingManager
+    from jaxdiff.schedules.config import NoiseSchedulerConfig, build_schedule
+    from jaxdiff.train import DenoisingObjective, TrainingConfig, config_hash
+
+    data, obj, smp = cfg["data"], cfg["objective"], cfg["sampler"]
+    with checking("model", cfg["model"]):
+        model_cfg = _model_config(cfg["model"])
+    with checking("training", cfg["training"]):
+        training = TrainingConfig(**cfg["training"])
+    with checking("data", data):
+        check_choice("name", data["name"], ["digits"])
+        check_real("test_fraction", data["test_fraction"], 0.0, strict=True)
+        if data["test_fraction"] >= 1:
+            raise ValueError(f"test_fraction={data['test_fraction']} must be < 1")
+        check_int_range("split_seed", data["split_seed"], 0)
+    with checking("objective", obj):
+        sched_cfg = NoiseSchedulerConfig(
+            schedule_type=obj["schedule_type"], num_train_timesteps=obj["num_train_timesteps"]
+        )
+        objective = DenoisingObjective.create(build_schedule(sched_cfg), obj["prediction_type"])
+    with checking("sampler", smp):
+        check_int_range("num_samples", smp["num_samples"], 1, 100_000)
+        smp_cfg = SamplingConfig(
+            method=smp["method"],
+            num_inference_steps=smp["num_inference_steps"],
+            prediction_type=obj["prediction_type"],
+        )
+        manager = AdvancedSamplingManager(sched_cfg, smp_cfg)
+        method = SamplingMethod.parse(smp["method"]).value
+    root = check_output_dir(cfg["output_dir"])
+    run_dir = root / config_hash(dataclasses.asdict(model_cfg), data, obj)
+    return {
+        "model_cfg": model_cfg,
+        "training": training,
+        "sched_cfg": sched_cfg,
+        "objective": objective,
+        "manager": manager,
+        "method": method,
+        "num_samples": smp["num_samples"],
+        "run_dir": run_dir,
+    }
 
 
 def _model_config(model: dict):
@@ -71,39 +193,38 @@ def _model_config(model: dict):
     return HighResModelConfig(**tuples)
 
 
-def train_and_sample(cfg: dict) -> dict:
-    """Run the whole job for a plain-dict config; returns ``{"run_dir", "metrics"}``."""
+def train_and_sample(cfg: dict, job: dict | None = None, log=None) -> dict:
+    """Run the whole job for a composed config; returns ``{"run_dir", "metrics"}``.
+
+    Args:
+      cfg: the composed config (:func:`compose`).
+      job: :func:`prepare`'s result for ``cfg`` (built here when None).
+      log: called with one line per phase (see :class:`~jaxdiff.cli.console.Console`).
+    """
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
     from jaxdiff.data.digits import load_digits
     from jaxdiff.nets import UNet, bind
-    from jaxdiff.samplers.config import SamplingConfig
-    from jaxdiff.samplers.manager import AdvancedSamplingManager
-    from jaxdiff.schedules.config import NoiseSchedulerConfig, build_schedule
-    from jaxdiff.train import (
-        DenoisingObjective,
-        TrainingConfig,
-        array_batches,
-        fit,
-        run_directory,
-    )
+    from jaxdiff.train import array_batches, fit, run_directory
 
-    model_cfg = _model_config(cfg["model"])
-    data_cfg, obj_cfg, smp = cfg["data"], cfg["objective"], cfg["sampler"]
-    training = TrainingConfig(**cfg["training"])
-    run_dir = run_directory(cfg["output_dir"], dataclasses.asdict(model_cfg), data_cfg, obj_cfg)
-
-    train_x, train_y = load_digits(
-        "train", test_fraction=data_cfg["test_fraction"], seed=data_cfg["split_seed"]
+    say = log or (lambda message: None)
+    job = prepare(cfg) if job is None else job
+    model_cfg, training, manager = job["model_cfg"], job["training"], job["manager"]
+    data_cfg = cfg["data"]
+    run_dir = run_directory(
+        cfg["output_dir"], dataclasses.asdict(model_cfg), data_cfg, cfg["objective"]
     )
-    test_x, test_y = load_digits(
-        "test", test_fraction=data_cfg["test_fraction"], seed=data_cfg["split_seed"]
-    )
-    sched_cfg = NoiseSchedulerConfig(
-        schedule_type=obj_cfg["schedule_type"], num_train_timesteps=obj_cfg["num_train_timesteps"]
-    )
-    objective = DenoisingObjective.create(build_schedule(sched_cfg), obj_cfg["prediction_type"])
+    say(f"config {run_dir.name}: run directory {run_dir}")
+    split = {"test_fraction": data_cfg["test_fraction"], "seed": data_cfg["split_seed"]}
+    train_x, train_y = load_digits("train", **split)
+    test_x, test_y = load_digits("test", **split)
+    say(f"digits: {len(train_x)} training and {len(test_x)} held-out images")
     module = UNet(model_cfg)
     key = jax.random.key(training.seed)
     k_init, k_train, k_noise, k_sample = jax.random.split(key, 4)
+    say("initialising the UNet (compiling its initialiser)")
     params = jax.jit(module.init)(k_init, jnp.zeros((1, 8, 8, 1)), jnp.zeros((1,), jnp.int32))
     batches, steps_per_epoch = array_batches(
         {"x": train_x}, training.batch_size, seed=training.seed
@@ -112,31 +233,29 @@ def train_and_sample(cfg: dict) -> dict:
         k_train,
         params["params"],
         bind(module).apply_fn,
-        objective,
+        job["objective"],
         batches,
         training,
         run_dir=run_dir,
         steps_per_epoch=steps_per_epoch,
+        log=say,
     )
 
-    manager = AdvancedSamplingManager(
-        sched_cfg,
-        SamplingConfig(
-            method=smp["method"],
-            num_inference_steps=smp["num_inference_steps"],
-            prediction_type=obj_cfg["prediction_type"],
-        ),
-    )
-    ema = fitted.state.ema_params
-    model = bind(module, ema)
-    latents = jax.random.normal(k_noise, (smp["num_samples"], 8, 8, 1))
+    method, steps = job["method"], manager.sampling_config.num_inference_steps
+    say(f"sampling {job['num_samples']} digits with {method}, {steps} steps")
+    model = bind(module, fitted.state.ema_params)
+    latents = jax.random.normal(k_noise, (job["num_samples"], 8, 8, 1))
     res = manager.sample(model, latents, key=k_sample)
     samples = np.clip(np.asarray(res.samples), -1.0, 1.0)
-
+    say(
+        f"sampled in {res.processing_time:.2f}s after {res.compile_time:.1f}s compiling "
+        f"({res.num_function_evals} model calls)"
+    )
+    say("scoring: digit classifier and nearest-neighbour distances")
     metrics = digit_quality(samples, train_x, train_y, test_x, test_y)
     metrics.update(
         steps=int(fitted.state.step),
-        sampler=smp["method"],
+        sampler=method,
         nfe=int(res.num_function_evals),
         sampling_seconds=float(res.processing_time),
     )
@@ -146,6 +265,7 @@ def train_and_sample(cfg: dict) -> dict:
 
 def digit_quality(samples, train_x, train_y, test_x, test_y) -> dict:
     """Classifier- and nearest-neighbour-based quality of generated digits (see module)."""
+    import numpy as np
     from sklearn.linear_model import LogisticRegression
 
     from jaxdiff.data.digits import digits_to_pixels
@@ -174,6 +294,7 @@ def digit_quality(samples, train_x, train_y, test_x, test_y) -> dict:
 
 def _write_outputs(run_dir: Path, samples, metrics: dict) -> None:
     import matplotlib
+    import numpy as np
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -12,6 +12,7 @@ from __future__ import annotations
 import inspect
 
 from jaxdiff._registry import Registry
+from jaxdiff._validation import did_you_mean
 from jaxdiff.counting.bridge import SkellamBridge
 from jaxdiff.counting.constrained import ConstrainedSkellamBridge, ReflectedSkellamBridge
 from jaxdiff.counting.data import BetaBinomialDataset, PoissonMixtureDataset
@@ -44,8 +45,11 @@ def _split(field: str, cfg, registry: Registry):
     if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
         unknown = sorted(set(kwargs) - set(params))
         if unknown:
+            dotted = [f"{field}.{k}" for k in unknown]
+            hint = did_you_mean(dotted[0], [f"{field}.{k}" for k in params])
             raise ValueError(
-                f"{field}: unknown keys {unknown} for {kind!r}; allowed {sorted(params)}"
+                f"unknown keys {dotted} for {field}.type={kind!r}{hint}; "
+                f"allowed: {sorted(params)}"
             )
     return cls, kwargs
 

@@ -17,6 +17,7 @@ import dataclasses
 import math
 import os
 import sys
+import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -103,6 +104,12 @@ def _show_progress(config: TrainingConfig) -> bool:
     return jax.process_index() == 0 and sys.stderr.isatty()
 
 
+def _say(say: Callable[[str], None], message: str) -> None:
+    """``say(message)`` without garbling an active tqdm bar (stdout or stderr)."""
+    with tqdm.external_write_mode():
+        say(message)
+
+
 def _checked_batch(raw, step: int, config: TrainingConfig, *, first: bool) -> dict:
     """``as_batch(raw)`` after checking ``data(step)``'s leaves (finiteness: first batch).
 
@@ -180,6 +187,7 @@ def fit(
     run_dir=None,
     mesh=None,
     steps_per_epoch: int | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> FitResult:
     """Train ``params`` on ``objective`` for ``config.total_steps()`` optimiser steps.
 
@@ -198,6 +206,9 @@ def fit(
       mesh: device mesh (default: all devices, see :func:`~jaxdiff.train.sharding.
         data_mesh`).
       steps_per_epoch: needed when ``config.num_steps`` is None (``epochs`` given).
+      log: called with one line per phase (resumed / already finished / compiling /
+        first step done) and per logged step (``step 100/3000  loss ...  lr ...``);
+        None: quiet (the tqdm bar of ``config.progress`` only).
 
     Returns:
       A :class:`FitResult`.
@@ -210,7 +221,13 @@ def fit(
         (nothing there is touched).
     """
     key = _check_fit_arguments(key, params, apply_fn, objective, data, config, run_dir, mesh)
+    if log is not None and not callable(log):
+        raise TypeError(f"log must be None or callable, got {type(log).__name__}")
+    say = log or (lambda message: None)
     num_steps = config.total_steps(steps_per_epoch)
+    size = sum(int(np.prod(np.shape(leaf))) for leaf in jax.tree.leaves(params))
+    where = "" if run_dir is None else f"; looking for checkpoints in {run_dir}"
+    say(f"building the optimiser state of {size:,} parameters{where}")
     tx = make_optimizer(config, num_steps)
     lr_at = make_lr_schedule(config, num_steps)
     mesh = data_mesh() if mesh is None else mesh
@@ -233,9 +250,15 @@ def fit(
     start = int(state.step)
     history: list[dict] = []
     if start >= num_steps:  # skip-if-finished
+        ignored = f" (num_steps={num_steps} is below it: ignored)" if start > num_steps else ""
+        say(f"run already finished: checkpoint at step {start}{ignored}; nothing to train")
         if manager is not None:
             manager.close()
         return FitResult(state, start, num_steps, run_dir, history)
+    if start:
+        say(f"resuming from the checkpoint at step {start} of {num_steps}")
+    else:
+        say(f"training {num_steps} steps from scratch")
 
     step_fn = make_train_step(apply_fn, objective, tx, config, mesh=mesh)
     writer = None
@@ -244,9 +267,16 @@ def fit(
     bar = tqdm(total=num_steps, initial=start, disable=not _show_progress(config), desc="train")
     pending: list[dict] = []
     try:
+        tick = time.perf_counter()
         for s in range(start, num_steps):
             batch = shard_batch(_checked_batch(data(s), s, config, first=s == start), mesh)
+            if s == start:
+                _say(say, "compiling the train step")
             state, metrics = step_fn(state, batch)
+            if s == start:
+                jax.block_until_ready(metrics)
+                _say(say, f"compiled; first step in {time.perf_counter() - tick:.1f}s")
+                tick, tick_step = time.perf_counter(), s + 1
             pending.append(metrics)
             done = s + 1
             if done % config.log_interval == 0 or done == num_steps:
@@ -266,6 +296,13 @@ def fit(
                         stacklevel=2,
                     )
                 bar.set_postfix(loss=f"{record['loss']:.4g}")
+                now = time.perf_counter()
+                rate = (done - tick_step) / max(now - tick, 1e-9) if done > tick_step else 0.0
+                _say(
+                    say,
+                    f"step {done}/{num_steps}  loss {record['loss']:.4g}  "
+                    f"lr {record['learning_rate']:.3g}  {rate:.1f} steps/s",
+                )
             if manager is not None and (
                 done % config.checkpoint_interval == 0 or done == num_steps
             ):

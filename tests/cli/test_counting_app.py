@@ -5,9 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from jaxdiff.cli.counting import training_config
+from jaxdiff.cli.counting import compose, training_config
 from jaxdiff.cli.main import main
-from jaxdiff.cli.train import compose_config
 from jaxdiff.counting import ConstrainedSkellamBridge, PoissonMixtureDataset, SkellamBridge
 from jaxdiff.counting.factory import build_bridge, build_dataset, build_slack
 from jaxdiff.train import run_directory
@@ -27,9 +26,7 @@ TINY = [
 
 
 def _cfg(overrides, name="config"):
-    from omegaconf import OmegaConf
-
-    return OmegaConf.to_container(compose_config("counting", overrides, config_name=name))
+    return compose(overrides, config_name=name)
 
 
 def _run_dir(root, cfg):

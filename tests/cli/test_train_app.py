@@ -6,19 +6,16 @@ import numpy as np
 import pytest
 
 from jaxdiff.cli.main import main
-from jaxdiff.cli.train import compose_config, digit_quality
+from jaxdiff.cli.config import ConfigError
+from jaxdiff.cli.train import compose, digit_quality
 from jaxdiff.data.digits import digits_to_pixels, load_digits
 from jaxdiff.train import run_directory
 
 
 def test_hydra_overrides_and_run_directory_hash(tmp_path):
-    from omegaconf import OmegaConf
-
-    base = OmegaConf.to_container(compose_config("train", [f"output_dir={tmp_path}"]))
-    quick = OmegaConf.to_container(
-        compose_config("train", ["training=quick", "training.learning_rate=0.01"])
-    )
-    wider = OmegaConf.to_container(compose_config("train", ["model.base_channels=64"]))
+    base = compose([f"output_dir={tmp_path}"])
+    quick = compose(["training=quick", "training.learning_rate=0.01"])
+    wider = compose(["model.base_channels=64"])
     assert quick["training"]["num_steps"] == 20 and quick["training"]["learning_rate"] == 0.01
     assert wider["model"]["base_channels"] == 64
 
@@ -28,8 +25,8 @@ def test_hydra_overrides_and_run_directory_hash(tmp_path):
     # training-only settings do not change the run; the model does
     assert run_dir(base) == run_dir(quick)
     assert run_dir(base) != run_dir(wider)
-    with pytest.raises(Exception, match="nonexistent"):
-        compose_config("train", ["training=nonexistent"])
+    with pytest.raises(ConfigError, match="nonexistent"):
+        compose(["training=nonexistent"])
 
 
 def test_train_quick_writes_outputs_and_resumes(tmp_path, capsys):
