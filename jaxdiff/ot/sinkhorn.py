@@ -43,6 +43,7 @@ from jaxdiff.ot.checks import check_fraction, check_positive_scalar, check_weigh
 from jaxdiff.ot.costs import COSTS
 from jaxdiff.ot.kernel_ops import KernelOperator
 from jaxdiff.ot.memory import check_allocation
+from jaxdiff.ot.progress import print_progress
 from jaxdiff.ot.result import OTResult
 from jaxdiff.ot.solve import cloud_geometry, package, run_solver, with_divergence
 
@@ -117,6 +118,7 @@ def sinkhorn(
     precision: str = "float32",
     divergence: bool = False,
     debug: bool = False,
+    progress: bool = False,
 ) -> OTResult:
     """Entropic OT between ``x`` and ``y`` with ott-jax's Sinkhorn solver.
 
@@ -189,6 +191,13 @@ def sinkhorn(
             compiled program per shape and static configuration, cached); under
             ``jit`` the checks are ``checkify.check`` calls and the caller wraps the
             jitted function in ``checkify.checkify`` to receive them. Static.
+        progress: print ``sinkhorn: iteration k/max, error e`` to stderr every
+            ``inner_iterations`` iterations, from the compiled loop (a host callback;
+            also under ``jit`` and ``vmap``, one line per problem). Results are
+            unchanged. Meant for long solves (the online geometry at 10^6 points): the
+            solver state goes to the host after every iteration (about 1 ms per
+            iteration on an H200 at 65,536 points). With ``divergence`` the two
+            symmetric solves print too. Static.
 
     Returns:
         An :class:`OTResult` with potentials ``f`` ``[n]``, ``g`` ``[m]``, costs,
@@ -212,6 +221,7 @@ def sinkhorn(
         backend=backend,
         precision=precision,
         divergence=divergence,
+        progress=progress,
     )
     operator = _check_geometry(geometry, statics, x, y, epsilon)
     threshold = check_positive_scalar("threshold", threshold)
@@ -241,6 +251,7 @@ def _check_statics(**kw) -> dict:
     kw["memory_budget_bytes"] = check_int_range("memory_budget_bytes", kw["memory_budget_bytes"], 1)
     kw["relative_epsilon"] = check_bool("relative_epsilon", kw["relative_epsilon"])
     kw["divergence"] = check_bool("divergence", kw["divergence"])
+    kw["progress"] = check_bool("progress", kw["progress"])
     top = check_int_range("max_iterations", kw["max_iterations"], 1, MAX_ITERATIONS)
     kw["max_iterations"] = top
     kw["min_iterations"] = check_int_range("min_iterations", kw["min_iterations"], 0, top)
@@ -316,6 +327,7 @@ def _solver_kwargs(statics: dict, threshold, lse_mode: bool) -> dict:
         "min_iterations": statics["min_iterations"],
         "inner_iterations": statics["inner_iterations"],
         "lse_mode": lse_mode,
+        "progress_fn": print_progress if statics["progress"] else None,
     }
 
 

@@ -35,7 +35,7 @@ __all__ = [
 ]
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(repr=False)
 class SamplingResult:
     """Outcome of one sampling run.
 
@@ -62,6 +62,31 @@ class SamplingResult:
     all_finite: bool = True
     first_nonfinite_step: int = -1
     errors: list = dataclasses.field(default_factory=list)
+
+    def __repr__(self) -> str:
+        """One line of metadata: arrays by dtype and shape, never their entries."""
+        fields = [
+            f"method={self.method!r}",
+            f"samples={_array_summary(self.samples)}",
+            f"nfe={self.num_function_evals}",
+            f"processing_time={self.processing_time:.4g}s",
+            f"compile_time={self.compile_time:.4g}s",
+            f"all_finite={self.all_finite}",
+        ]
+        if self.trajectory is not None:
+            fields.append(f"trajectory={_array_summary(self.trajectory)}")
+        if self.errors:
+            fields.append(f"errors={len(self.errors)}")
+        return f"SamplingResult({', '.join(fields)})"
+
+
+def _array_summary(value) -> str:
+    """``float32[2, 4, 8, 8]`` for an array (``None`` for None)."""
+    if value is None:
+        return "None"
+    dtype = getattr(value, "dtype", None)
+    kind = type(value).__name__ if dtype is None else np.dtype(dtype).name
+    return f"{kind}[{', '.join(str(d) for d in np.shape(value))}]"
 
 
 def _check_config(field, value, cls):
