@@ -48,8 +48,7 @@ def _split(field: str, cfg, registry: Registry):
             dotted = [f"{field}.{k}" for k in unknown]
             hint = did_you_mean(dotted[0], [f"{field}.{k}" for k in params])
             raise ValueError(
-                f"unknown keys {dotted} for {field}.type={kind!r}{hint}; "
-                f"allowed: {sorted(params)}"
+                f"unknown keys {dotted} for {field}.type={kind!r}{hint}; allowed: {sorted(params)}"
             )
     return cls, kwargs
 

@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from jaxdiff.cli.main import main
 from jaxdiff.cli.config import ConfigError
+from jaxdiff.cli.main import main
 from jaxdiff.cli.train import compose, digit_quality
 from jaxdiff.data.digits import digits_to_pixels, load_digits
 from jaxdiff.train import run_directory

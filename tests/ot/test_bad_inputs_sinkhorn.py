@@ -281,7 +281,5 @@ def test_operator_apply_and_sinkhorn_misuse(solver, vec):
     )
     _raises(ValueError, "epsilon must be None", sinkhorn, geometry=op, epsilon=0.1)
     _raises(TypeError, "divergence", sinkhorn, geometry=op, divergence="False")
-    _raises(
-        TypeError, "op must be an operator", kernel_operator_error, jax.random.key(0), "op", X
-    )
+    _raises(TypeError, "op must be an operator", kernel_operator_error, jax.random.key(0), "op", X)
     _raises(TypeError, "key must be a jax.random.key", kernel_operator_error, None, op, X)
