@@ -37,7 +37,6 @@ from jaxdiff.cli.config import (
     compose_config,
     help_epilog,
     schema_from,
-    show_config,
 )
 
 __all__ = [
@@ -138,22 +137,16 @@ def add_parser(subparsers, parents=()):
 
 def run(args) -> int:
     """Check the whole config, then train, evaluate and report; returns the exit code."""
-    from jaxdiff.cli.console import Console
+    from jaxdiff.cli.app import run_app
 
-    console = Console()
-    console(
-        f"jaxdiff counting: checking the config ({args.config_name} + "
-        f"{len(args.overrides)} overrides)"
+    return run_app(
+        "counting",
+        args,
+        compose=compose,
+        prepare=prepare,
+        execute=train_and_evaluate,
+        files=("metrics.json", "loss.png", "bridge_marginals.png", "histograms.png"),
     )
-    cfg = compose(args.overrides, args.config_name)
-    job = prepare(cfg)
-    if args.cfg or args.info:
-        return show_config("counting", cfg, args, job["run_dir"])
-    result = train_and_evaluate(cfg, job, log=console)
-    print(json.dumps(result["metrics"], indent=2), flush=True)
-    files = "metrics.json, loss.png, bridge_marginals.png, histograms.png"
-    console(f"wrote {result['run_dir']}/{files}")
-    return 0
 
 
 def training_config(training: dict):

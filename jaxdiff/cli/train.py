@@ -27,7 +27,6 @@ from jaxdiff.cli.config import (
     compose_config,
     help_epilog,
     schema_from,
-    show_config,
 )
 
 __all__ = [
@@ -119,20 +118,16 @@ def add_parser(subparsers, parents=()):
 
 def run(args) -> int:
     """Check the whole config, then train, sample and report; returns the exit code."""
-    from jaxdiff.cli.console import Console
+    from jaxdiff.cli.app import run_app
 
-    console = Console()
-    console(
-        f"jaxdiff train: checking the config ({args.config_name} + {len(args.overrides)} overrides)"
+    return run_app(
+        "train",
+        args,
+        compose=compose,
+        prepare=prepare,
+        execute=train_and_sample,
+        files=("samples.png", "loss.png", "metrics.json"),
     )
-    cfg = compose(args.overrides, args.config_name)
-    job = prepare(cfg)
-    if args.cfg or args.info:
-        return show_config("train", cfg, args, job["run_dir"])
-    result = train_and_sample(cfg, job, log=console)
-    print(json.dumps(result["metrics"], indent=2), flush=True)
-    console(f"wrote {result['run_dir']}/samples.png, loss.png, metrics.json")
-    return 0
 
 
 def prepare(cfg: dict) -> dict:
@@ -319,4 +314,6 @@ def _write_outputs(run_dir: Path, samples, metrics: dict) -> None:
     fig.tight_layout()
     fig.savefig(run_dir / "samples.png", dpi=120)
     plt.close(fig)
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    tmp = run_dir / "metrics.json.tmp"
+    tmp.write_text(json.dumps(metrics, indent=2))
+    tmp.replace(run_dir / "metrics.json")
