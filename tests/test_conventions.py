@@ -30,6 +30,7 @@ PUBLIC_MODULES = (
     "jaxdiff.train",
     "jaxdiff.interop",
     "jaxdiff.counting",
+    "jaxdiff.schrodinger",
     "jaxdiff.kernels",
     "jaxdiff.metrics",
 )

@@ -83,6 +83,16 @@ class ContinuousMethod:
         """``[num_points]`` times from 1 down to ``t_min`` (``[1.]`` for one point)."""
         return jnp.linspace(1.0, jnp.asarray(self.t_min, jnp.float32), num_points)
 
+    @staticmethod
+    def schedule_rows(schedule, t) -> dict:
+        """``{"alpha", "sigma", "f", "g2"}`` of ``schedule`` at the row times ``t`` ``[K]``."""
+        return {
+            "alpha": schedule.alpha(t),
+            "sigma": schedule.sigma(t),
+            "f": schedule.f(t),
+            "g2": schedule.g2(t),
+        }
+
     def scale_model_input(self, x, step):
         """Continuous-time models take ``x_t`` unscaled."""
         return x

@@ -33,9 +33,14 @@ from jaxdiff.samplers.base import set_choice
 from jaxdiff.samplers.continuous_base import ContinuousMethod
 from jaxdiff.samplers.driver import Plan
 
-__all__ = ["ODE_SOLVERS", "ProbabilityFlow"]
+__all__ = ["ODE_SOLVERS", "ProbabilityFlow", "pf_derivative"]
 
 ODE_SOLVERS = ("euler", "heun")
+
+
+def pf_derivative(x, eps, f, g2, sigma):
+    """``dx/dt = f x - g^2 s / 2 = f x + g^2 eps / (2 sigma)`` (Song et al. 2021, eq. 13)."""
+    return f * x + 0.5 * g2 / sigma * eps
 
 
 @struct.dataclass
@@ -77,10 +82,7 @@ class ProbabilityFlow(ContinuousMethod):
             h = jnp.concatenate([h, jnp.zeros((1,), h.dtype)])
             denoise = np.append(denoise, True)
         rows = {
-            "alpha": schedule.alpha(row_t),
-            "sigma": schedule.sigma(row_t),
-            "f": schedule.f(row_t),
-            "g2": schedule.g2(row_t),
+            **self.schedule_rows(schedule, row_t),
             "h": h,
             "first_stage": jnp.asarray(stage == 0),
             "denoise": jnp.asarray(denoise),
@@ -100,8 +102,8 @@ class ProbabilityFlow(ContinuousMethod):
     def step(self, key, state, x, model_output, step):
         """One Euler step, or one Heun stage (``step["first_stage"]`` says which)."""
         x0, eps, _ = self.predict(model_output, x, step["alpha"], step["sigma"])
-        # 1. ODE right-hand side d = f x - g^2 s / 2 = f x + g^2 eps / (2 sigma) (eq. 13)
-        d = step["f"] * x + 0.5 * step["g2"] / step["sigma"] * eps
+        # 1. ODE right-hand side (eq. 13)
+        d = pf_derivative(x, eps, step["f"], step["g2"], step["sigma"])
         h = step["h"]
         if self._solver() == "euler":
             x_new = x + h * d
