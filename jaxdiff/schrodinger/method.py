@@ -5,7 +5,9 @@ on a continuous schedule, optionally followed at every step by an entropic-OT pu
 toward reference samples (:mod:`jaxdiff.schrodinger.ot_correction`) and by kinetic
 Langevin corrector rows with a Fisher mass matrix (:mod:`jaxdiff.schrodinger.fisher`).
 
-Grid ``t_0 = 1 > t_1 > ... > t_N = t_min`` (``N = num_steps``), ``h_i = t_{i+1} - t_i``;
+Grid ``t_0 = 1 > t_1 > ... > t_N = t_min`` (``N = num_steps``, uniform), or the given
+``timesteps`` (a final ``0`` is taken as ``t_min``, where the score is finite);
+``h_i = t_{i+1} - t_i``;
 the model gets ``(x, t)`` with ``t`` float32 ``[B]`` (1 = noise) and its output is read
 as ``prediction_type`` (:class:`~jaxdiff.samplers.continuous_base.ContinuousMethod`).
 Step ``i`` takes these scan rows (one model call each):
@@ -61,6 +63,30 @@ BASE_STEPS = ("heun", "euler", "ddim", "euler_maruyama")
 _STAGE_BASE, _STAGE_HEUN2 = 0, 1
 
 
+def _check_grid(timesteps, num_steps) -> tuple[float, ...]:
+    """``timesteps`` as a tuple of floats, or raise naming the field and the rule broken."""
+    if isinstance(timesteps, str | bytes) or not hasattr(timesteps, "__len__"):
+        raise TypeError(f"timesteps must be a sequence of floats, got {timesteps!r:.80}")
+    grid = np.asarray(timesteps)
+    if grid.ndim != 1 or not np.issubdtype(grid.dtype, np.number) or grid.dtype == bool:
+        raise TypeError(f"timesteps must be a 1-D sequence of numbers, got {timesteps!r:.80}")
+    grid = grid.astype(np.float64)
+    if grid.size < 2:
+        raise ValueError(f"timesteps needs at least 2 times (one step), got {grid.tolist()}")
+    if not np.all(np.isfinite(grid)) or grid.min() < 0 or grid.max() > 1:
+        raise ValueError(f"timesteps must lie in [0, 1], got {grid.tolist()}")
+    if np.any(np.diff(grid) >= 0):
+        raise ValueError(f"timesteps must be strictly decreasing (1 = noise), got {grid.tolist()}")
+    if np.any(grid[:-1] == 0):
+        raise ValueError(f"only the last of timesteps may be 0, got {grid.tolist()}")
+    if num_steps is not None and num_steps != grid.size - 1:
+        raise ValueError(
+            f"num_steps={num_steps} does not match timesteps ({grid.size - 1} steps); "
+            "give one of them"
+        )
+    return tuple(float(t) for t in grid)
+
+
 def _one_key(key):
     """One key from a step key (a scalar key, or per-example ``[B]`` keys)."""
     return key if key.ndim == 0 else key[0]
@@ -78,6 +104,9 @@ class BridgeMethod(ContinuousMethod):
       reference: ``[R, ...]`` data samples ``y0`` the OT correction pulls toward (traced;
         same trailing shape as the latents), or None: no OT correction.
       langevin: a :class:`~jaxdiff.schrodinger.fisher.KineticLangevin`, or None.
+      timesteps: a strictly decreasing grid ``(t_0, ..., t_N)`` in ``[0, 1]`` (static;
+        a list is accepted), only its last entry may be 0; None: ``num_steps`` uniform
+        steps from 1 to ``t_min``. With a grid, ``num_steps`` is ``N`` (or None).
       (and ``num_steps``, ``prediction_type``, ``t_min``, ``denoise_final``.)
     """
 
@@ -86,9 +115,12 @@ class BridgeMethod(ContinuousMethod):
     ot: OTCorrection | None = None
     reference: jax.Array | None = None
     langevin: KineticLangevin | None = None
+    timesteps: tuple[float, ...] | None = struct.field(pytree_node=False, default=None)
 
     def __post_init__(self):
         super().__post_init__()
+        if self.timesteps is not None:
+            object.__setattr__(self, "timesteps", _check_grid(self.timesteps, self.num_steps))
         set_choice(self, "base", BASE_STEPS)
         check_knob(self, "eta", low=0.0, high=1.0)
         if self.ot is not None and not isinstance(self.ot, OTCorrection):
@@ -101,6 +133,19 @@ class BridgeMethod(ContinuousMethod):
             )
 
     # -- layout ---------------------------------------------------------------------
+    def validate(self, schedule) -> int:
+        """The number of steps ``N``, after the schedule checks of the base class."""
+        n = super().validate(schedule)
+        return n if self.timesteps is None else len(self.timesteps) - 1
+
+    def time_grid(self, num_points: int):
+        """The ``[N + 1]`` step times: ``timesteps`` (a final 0 as ``t_min``) or uniform."""
+        if self.timesteps is None:
+            return super().time_grid(num_points)
+        grid = jnp.asarray(self.timesteps, jnp.float32)
+        t_min = jnp.asarray(self.t_min, jnp.float32)
+        return grid.at[-1].set(jnp.where(grid[-1] == 0, t_min, grid[-1]))
+
     def _uses_ot(self) -> bool:
         return self.ot is not None and self.reference is not None
 

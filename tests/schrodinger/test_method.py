@@ -124,6 +124,36 @@ def test_fisher_langevin_rows_keep_the_law_and_repair_coarse_steps():
     assert abs(repaired - C) < abs(coarse - C) / 4, (coarse, repaired)
 
 
+def test_a_given_time_grid():
+    model = gaussian_eps_model(COSINE, MU, C)
+    # the seed's grid works; a final 0 is taken as t_min (the score is finite there)
+    seed = BridgeMethod(timesteps=[1.0, 0.8, 0.6, 0.4, 0.2, 0.0])
+    out = sample(jax.random.key(0), seed, COSINE, model, NOISE)
+    assert out.nfe == 10 and bool(jnp.isfinite(out.samples).all())
+    # the uniform grid given explicitly is the default grid
+    grid = np.linspace(1.0, 1e-3, 21, dtype=np.float32).tolist()
+    a = sample(jax.random.key(0), BridgeMethod(timesteps=grid), COSINE, model, NOISE)
+    b = sample(jax.random.key(0), BridgeMethod(num_steps=20), COSINE, model, NOISE)
+    np.testing.assert_allclose(a.samples, b.samples, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "timesteps, error",
+    [
+        ([1.0], ValueError),  # fewer than 2
+        ([1.0, 0.5, 0.7, 0.0], ValueError),  # not decreasing
+        ([1.2, 0.5, 0.0], ValueError),  # outside [0, 1]
+        ([1.0, 0.0, 0.0], ValueError),  # 0 before the end
+        ("1.0, 0.5", TypeError),
+    ],
+)
+def test_bad_time_grids_name_timesteps(timesteps, error):
+    with pytest.raises(error, match="timesteps"):
+        BridgeMethod(timesteps=timesteps)
+    with pytest.raises(ValueError, match="num_steps"):
+        BridgeMethod(timesteps=[1.0, 0.5, 0.0], num_steps=5)
+
+
 @pytest.mark.parametrize(
     "kwargs, error, field",
     [
