@@ -30,15 +30,26 @@ def test_hydra_overrides_and_run_directory_hash(tmp_path):
 
 
 def test_train_quick_writes_outputs_and_resumes(tmp_path, capsys):
-    assert main(["train", "training=quick", f"output_dir={tmp_path}"]) == 0
+    args = [
+        "train",
+        "training=quick",
+        "sampler.num_inference_steps=10",
+        "sampler.num_samples=64",
+        f"output_dir={tmp_path}",
+    ]
+    assert main(args) == 0
     (run,) = [p for p in tmp_path.iterdir() if p.is_dir()]
     for name in ("samples.png", "loss.png", "metrics.json", "metrics.jsonl", "config.json"):
         assert (run / name).is_file(), name
     metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["steps"] == 20 and metrics["nfe"] == 50
+    assert metrics["steps"] == 20 and metrics["nfe"] == 10
     assert 0.9 < metrics["classifier_accuracy_heldout_real"] <= 1.0
+    out = capsys.readouterr().out
+    for phase in ("training 20 steps from scratch", "compiling the train step", "step 20/20"):
+        assert phase in out, (phase, out)
     # a finished run is not trained again: the same directory, the same step, re-sampled
-    assert main(["train", "training=quick", f"output_dir={tmp_path}"]) == 0
+    assert main(args) == 0
+    assert "run already finished" in capsys.readouterr().out
     assert [p for p in tmp_path.iterdir() if p.is_dir()] == [run]
     assert json.loads((run / "metrics.json").read_text())["steps"] == 20
     lines = (run / "metrics.jsonl").read_text().splitlines()
