@@ -7,9 +7,22 @@ with an optional per-step entropic-OT pull toward reference samples
 whose mass is the batch's diagonal Fisher information (:mod:`~jaxdiff.schrodinger.
 fisher`). :class:`RichardsonFlow` adds a per-step error estimate and Richardson
 extrapolation with selective updates (:mod:`~jaxdiff.schrodinger.richardson`).
-Where each departs from the originals is in its module docstring.
+:class:`FastSBOTSolver` is the FastSB-OT facade (the seed's names: ``FastSBOTConfig``
+with presets, ``make_schedule``, ``NoisePredictorToScoreWrapper``, ``self_check``,
+``PersistentKernelCache``). Where each departs from the originals is in its module
+docstring.
 """
 
+from jaxdiff.schrodinger.fastsb import (
+    FastSBOTConfig,
+    FastSBOTProfile,
+    FastSBOTResult,
+    FastSBOTSolver,
+    NoisePredictorToScoreWrapper,
+    PersistentKernelCache,
+    make_schedule,
+)
+from jaxdiff.schrodinger.fastsb_check import SelfCheckReport
 from jaxdiff.schrodinger.fisher import KineticLangevin, KineticState, diagonal_fisher
 from jaxdiff.schrodinger.method import BASE_STEPS, BridgeMethod
 from jaxdiff.schrodinger.ot_correction import OTCorrection, OTStepInfo, choose_solver, ot_correct
@@ -18,13 +31,21 @@ from jaxdiff.schrodinger.richardson import RichardsonFlow, RichardsonState
 __all__ = [
     "BASE_STEPS",
     "BridgeMethod",
+    "FastSBOTConfig",
+    "FastSBOTProfile",
+    "FastSBOTResult",
+    "FastSBOTSolver",
     "KineticLangevin",
     "KineticState",
+    "NoisePredictorToScoreWrapper",
     "OTCorrection",
     "OTStepInfo",
+    "PersistentKernelCache",
     "RichardsonFlow",
     "RichardsonState",
+    "SelfCheckReport",
     "choose_solver",
     "diagonal_fisher",
+    "make_schedule",
     "ot_correct",
 ]

@@ -125,7 +125,8 @@ class BridgeMethod(ContinuousMethod):
         check_knob(self, "eta", low=0.0, high=1.0)
         if self.ot is not None and not isinstance(self.ot, OTCorrection):
             raise TypeError(f"ot must be an OTCorrection or None, got {type(self.ot).__name__}")
-        if self.reference is not None and not isinstance(self.reference, jax.Array):
+        if isinstance(self.reference, np.ndarray | np.generic | list | tuple | str):
+            # what a user passes; JAX's own rebuilds (tracers, AOT placeholders) pass
             object.__setattr__(self, "reference", check_latents(self.reference, "reference"))
         if self.langevin is not None and not isinstance(self.langevin, KineticLangevin):
             raise TypeError(
