@@ -57,7 +57,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "convert",
         help="diffusers weights <-> Flax params (Orbax checkpoint)",
-        description=__doc__.split("\n\n")[0],
+        description="Convert diffusers weights <-> Flax parameters (Orbax checkpoints).",
         epilog="With --to-torch, a `jaxdiff train` run exports its UNet's EMA parameters "
         "(--raw-params: the raw ones) as diffusers weights plus config.json beside them. "
         "Name the file diffusion_pytorch_model.safetensors and its folder loads with "

@@ -167,7 +167,9 @@ def test_version_cfg_info_and_help(tmp_path):
     for app, keys in (("train", "training.{batch_size"), ("counting", "evaluation.{num_samples")):
         text = _run([app, "--help"], tmp_path).stdout
         assert "config groups" in text and keys in text, text
-        assert "``" not in text and ":func:" not in text  # no raw reST markup
+    for app in ("train", "counting", "convert", "demo", "selftest"):
+        text = _run([app, "--help"], tmp_path).stdout
+        assert "``" not in text and ":func:" not in text, (app, text)  # no raw reST markup
 
 
 def test_parser_imports_no_jax():
