@@ -11,20 +11,9 @@ import pytest
 
 from jaxdiff.cli.counting import compose as compose_counting
 from jaxdiff.cli.train import compose as compose_train
+from tests.cli.test_counting_app import TINY as TINY_COUNTING
 
 CLI = [sys.executable, "-m", "jaxdiff.cli.main"]
-TINY_COUNTING = [
-    "dataset.size=256",
-    "dataset.d=3",
-    "model.hidden_dim=16",
-    "model.m_samples=4",
-    "training.num_iterations=6",
-    "training.batch_size=32",
-    "training.log_interval=3",
-    "training.checkpoint_interval=3",
-    "evaluation.num_samples=64",
-    "evaluation.n_steps=4",
-]
 
 
 def _run(args, cwd, env=None):
