@@ -246,10 +246,15 @@ class BridgeMethod(ContinuousMethod):
         x0, eps, score = self.predict(out, x32, step["alpha"], step["sigma"])
         base_state, x_base = self._base(key, state, x32, x0, eps, score, step)
         if self._uses_ot():
-            ot_state, x_ot = self._ot(key, base_state, x_base, step)
-            done = step["completes"]
-            x_base = jnp.where(done, x_ot, x_base)
-            base_state = jax.tree.map(lambda a, b: jnp.where(done, a, b), ot_state, base_state)
+            # the Sinkhorn solve runs only on the row that completes a base step (a
+            # cond, not a select: Heun's first stage and the corrector rows skip it)
+            base_state, x_base = jax.lax.cond(
+                step["completes"],
+                lambda st, xb: self._ot(key, st, xb, step),
+                lambda st, xb: (st, xb),
+                base_state,
+                x_base,
+            )
         x_new, new_state = x_base, base_state
         if self._corrector_rows():
             lv_state, x_lv = self.langevin.row(key, state["langevin"], x32, score, step)
