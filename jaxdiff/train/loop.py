@@ -156,7 +156,7 @@ def _check_params(params) -> None:
         raise ValueError(f"params have non-finite entries (NaN or inf) in {bad[:5]}")
 
 
-def _check_fit_arguments(key, params, apply_fn, objective, data, config, run_dir, mesh):
+def _check_fit_arguments(key, params, apply_fn, objective, data, config, run_dir, mesh, log):
     """Validate :func:`fit`'s arguments before anything is built; returns the typed key."""
     if not isinstance(config, TrainingConfig):
         raise TypeError(f"config must be a TrainingConfig, got {type(config).__name__}")
@@ -173,6 +173,8 @@ def _check_fit_arguments(key, params, apply_fn, objective, data, config, run_dir
         )
     if mesh is not None and not isinstance(mesh, jax.sharding.Mesh):
         raise TypeError(f"mesh must be None or a jax.sharding.Mesh, got {type(mesh).__name__}")
+    if log is not None and not callable(log):
+        raise TypeError(f"log must be None or callable, got {type(log).__name__}")
     return key
 
 
@@ -220,9 +222,7 @@ def fit(
       CheckpointMismatchError: ``run_dir`` holds another model's checkpoints
         (nothing there is touched).
     """
-    key = _check_fit_arguments(key, params, apply_fn, objective, data, config, run_dir, mesh)
-    if log is not None and not callable(log):
-        raise TypeError(f"log must be None or callable, got {type(log).__name__}")
+    key = _check_fit_arguments(key, params, apply_fn, objective, data, config, run_dir, mesh, log)
     say = log or (lambda message: None)
     num_steps = config.total_steps(steps_per_epoch)
     size = sum(int(np.prod(np.shape(leaf))) for leaf in jax.tree.leaves(params))
