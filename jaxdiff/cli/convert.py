@@ -38,7 +38,6 @@ import dataclasses
 import json
 import os
 import shutil
-import sys
 import uuid
 from pathlib import Path
 
@@ -100,17 +99,18 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the subcommand; returns the exit code (2 on bad input, message on stderr)."""
-    try:
+    """Run the subcommand; returns the exit code (2 on bad input, one line on stderr).
+
+    Errors go through :func:`jaxdiff.cli.console.run_guarded`, as every command's do.
+    """
+    from jaxdiff.cli.console import run_guarded
+
+    def convert() -> int:
         written, note = _export(args) if args.to_torch else (_import(args), "")
-    except (ValueError, TypeError, FileNotFoundError, FileExistsError) as err:
-        if getattr(args, "debug", False):
-            raise
-        message = str(err).replace("\n", " ")
-        print(f"jaxdiff convert: error: {message}", file=sys.stderr)
-        return 2
-    print(f"wrote {' and '.join(str(p) for p in written)}{note}")
-    return 0
+        print(f"wrote {' and '.join(str(p) for p in written)}{note}")
+        return 0
+
+    return run_guarded("convert", convert, debug=getattr(args, "debug", False))
 
 
 def _diffusers_config(source: Path) -> dict:
