@@ -40,6 +40,8 @@ KEY_EXCEPTIONS = {
     "AdvancedSamplingManager.sample": "seed facade: the original had no key (key= keyword)",
     "AdvancedSamplingManager.compare_sampling_methods": "seed facade (key= keyword)",
     "FastSBOTSolver.sample": "seed facade: the original had no key (key= keyword, required)",
+    "AdvancedHierarchicalDiffusionSampler.sample": "seed facade: the original had no key "
+    "(key= keyword, required)",
     "AutoencoderKL.__call__": "a Flax module call: inputs first; key=None returns the mean",
     "unet_from_diffusers": "a deterministic loader; key only initialises optional LoRA",
     "make_kernel_operator": "deterministic for direct / fft; key= required for rff, nystrom",

@@ -9,10 +9,19 @@ fisher`). :class:`RichardsonFlow` adds a per-step error estimate and Richardson
 extrapolation with selective updates (:mod:`~jaxdiff.schrodinger.richardson`).
 :class:`FastSBOTSolver` is the FastSB-OT facade (the seed's names: ``FastSBOTConfig``
 with presets, ``make_schedule``, ``NoisePredictorToScoreWrapper``, ``self_check``,
-``PersistentKernelCache``). Where each departs from the originals is in its module
-docstring.
+``PersistentKernelCache``). :class:`AdvancedHierarchicalDiffusionSampler` is ATLAS's
+(``SamplerConfig``, ``KernelConfig``, ``karras_noise_schedule``). Where each departs from
+the originals is in its module docstring.
 """
 
+from jaxdiff.ot import KernelConfig
+from jaxdiff.schedules.karras import karras_noise_schedule
+from jaxdiff.schrodinger.atlas import (
+    AdvancedHierarchicalDiffusionSampler,
+    ATLASResult,
+    resolve_noise_schedule,
+)
+from jaxdiff.schrodinger.atlas_config import SamplerConfig
 from jaxdiff.schrodinger.fastsb import (
     FastSBOTConfig,
     FastSBOTProfile,
@@ -27,8 +36,12 @@ from jaxdiff.schrodinger.fisher import KineticLangevin, KineticState, diagonal_f
 from jaxdiff.schrodinger.method import BASE_STEPS, BridgeMethod
 from jaxdiff.schrodinger.ot_correction import OTCorrection, OTStepInfo, choose_solver, ot_correct
 from jaxdiff.schrodinger.richardson import RichardsonFlow, RichardsonState
+from jaxdiff.schrodinger.runner import RunProfile
 
 __all__ = [
+    "ATLASResult",
+    "AdvancedHierarchicalDiffusionSampler",
+    "KernelConfig",
     "BASE_STEPS",
     "BridgeMethod",
     "FastSBOTConfig",
@@ -43,9 +56,13 @@ __all__ = [
     "PersistentKernelCache",
     "RichardsonFlow",
     "RichardsonState",
+    "RunProfile",
+    "SamplerConfig",
     "SelfCheckReport",
     "choose_solver",
     "diagonal_fisher",
+    "karras_noise_schedule",
     "make_schedule",
     "ot_correct",
+    "resolve_noise_schedule",
 ]

@@ -36,20 +36,13 @@ Where jaxdiff departs from the original (``../shared/specs/fastsb-ot.md``):
 
 from __future__ import annotations
 
-import dataclasses
-import functools
-import time
 from typing import Any
 
-import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import struct
 
-from jaxdiff._keys import as_key
-from jaxdiff._validation import check_bool, check_finite_array, check_int_range
-from jaxdiff.samplers.driver import check_latents, check_model_fn
-from jaxdiff.samplers.driver import sample as driver_sample
+from jaxdiff._validation import check_bool
+from jaxdiff.samplers.driver import check_model_fn
 from jaxdiff.schrodinger.fastsb_cache import PersistentKernelCache
 from jaxdiff.schrodinger.fastsb_check import SelfCheckReport, run_self_check
 from jaxdiff.schrodinger.fastsb_config import FastSBOTConfig
@@ -58,6 +51,14 @@ from jaxdiff.schrodinger.fastsb_models import (
     ScoreModelFn,
     check_schedule,
     make_schedule,
+)
+from jaxdiff.schrodinger.runner import (
+    ProgramCache,
+    RunProfile,
+    check_one_key,
+    check_reference,
+    check_shape,
+    summary_line,
 )
 
 __all__ = [
@@ -71,27 +72,8 @@ __all__ = [
 ]
 
 
-@dataclasses.dataclass(frozen=True)
-class FastSBOTProfile:
-    """Timing and memory of one run (``config.profile=True``).
-
-    Attributes:
-      compile_seconds: tracing and compiling the run's program (0.0 when this solver had
-        compiled it for the same shapes and structure already).
-      run_seconds: running it, until the samples are ready.
-      seconds_per_step: ``run_seconds / num_steps``, an average: the steps run inside one
-        ``lax.scan`` and are not timed one by one.
-      program_bytes: arguments + outputs + temporaries of the compiled program (XLA's
-        memory analysis, CPU included), or None where the backend has none.
-      peak_bytes_in_use: the device allocator's peak since the process started, or None
-        where the backend does not report it (CPU).
-    """
-
-    compile_seconds: float
-    run_seconds: float
-    seconds_per_step: float
-    program_bytes: int | None
-    peak_bytes_in_use: int | None
+#: The seed's name for :class:`~jaxdiff.schrodinger.runner.RunProfile` (``profile=True``).
+FastSBOTProfile = RunProfile
 
 
 @struct.dataclass
@@ -127,31 +109,6 @@ class FastSBOTResult:
     nfe: int = struct.field(pytree_node=False, default=0)
 
 
-def _program(key, method, schedule, reference, *, shape, dtype, model_fn, progress, clip):
-    """One whole run: latents from ``key``, the driver's scan, the NaN guard.
-
-    ``reference`` joins ``method`` here, inside the trace: ``BridgeMethod`` checks a
-    reference that is not a ``jax.Array`` when it is built, which the placeholders of
-    ahead-of-time lowering are not.
-    """
-    if reference is not None:
-        method = method.replace(reference=reference)
-    noise_key, run_key = jax.random.split(key)
-    noise = jax.random.normal(noise_key, shape, jnp.float32).astype(dtype)
-    out = driver_sample(run_key, method, schedule, model_fn, noise, progress=progress)
-    samples = jnp.clip(out.samples, -1, 1) if clip else out.samples
-    finite = out.all_finite & jnp.all(jnp.isfinite(out.samples))
-    return out, noise, samples, finite
-
-
-def _check_shape(shape) -> tuple[int, ...]:
-    if not isinstance(shape, tuple | list) or not shape:
-        raise TypeError(f"shape must be a non-empty tuple of ints (batch, ...), got {shape!r:.80}")
-    for i, n in enumerate(shape):
-        check_int_range(f"shape[{i}]", n, 1)
-    return tuple(int(n) for n in shape)
-
-
 class FastSBOTSolver:
     """FastSB-OT's solver: a score model, a schedule and a :class:`FastSBOTConfig`.
 
@@ -184,7 +141,7 @@ class FastSBOTSolver:
         self.score_model, self.schedule, self.config = score_model, schedule, config
         self.prediction_type = "epsilon" if predicts_noise else "score"
         self._model_fn = ScoreModelFn(score_model)
-        self._programs: dict = {}
+        self._programs = ProgramCache()
 
     def sample(self, shape, *, key, timesteps=None, reference=None, verbose=False):
         """Draw ``shape[0]`` samples of shape ``shape[1:]``.
@@ -206,12 +163,8 @@ class FastSBOTSolver:
             a score model returning the wrong shape, or an OT memory budget too small
             (``memory_limit_ot_mb``), at the first call.
         """
-        shape = _check_shape(shape)
-        key = as_key(key)
-        if key.ndim != 0:
-            raise ValueError(
-                f"key must be one key (shape ()), got a key array of shape {key.shape}"
-            )
+        shape = check_shape(shape)
+        key = check_one_key(key)
         check_bool("verbose", verbose)
         reference = self._check_reference(reference, shape)
         method = self.config.bridge_method(self.prediction_type, timesteps)
@@ -224,7 +177,9 @@ class FastSBOTSolver:
             "clip": self.config.clip_samples,
         }
         dyn = (key, method, self.schedule, reference)
-        (out, noise, samples, finite), profile = self._run(dyn, statics, num_steps)
+        (out, noise, samples, finite), profile = self._programs.run(
+            dyn, statics, num_steps, profile=self.config.profile
+        )
         ot_on = reference is not None
         result = FastSBOTResult(
             samples=samples,
@@ -266,64 +221,9 @@ class FastSBOTSolver:
                 "preset until experiments/schrodinger shows a gain); set "
                 "FastSBOTConfig(use_ot_correction=True) to use it"
             )
-        reference = check_latents(reference, "reference")
-        if reference.shape[1:] != shape[1:]:
-            raise ValueError(
-                f"reference must have shape [R, {', '.join(map(str, shape[1:]))}] (shape[1:] "
-                f"of the samples), got reference.shape={reference.shape}"
-            )
-        check_finite_array("reference", reference)
-        return reference
-
-    def _run(self, dyn, statics, num_steps: int):
-        """Run the program for ``dyn``'s structure (compiled on first use); time it if asked."""
-        leaves, treedef = jax.tree.flatten(dyn)
-        sig = (tuple(statics.items()), treedef)
-        sig += (tuple((np.shape(x), getattr(x, "dtype", type(x))) for x in leaves),)
-        compile_seconds = 0.0
-        if sig not in self._programs:
-            program = jax.jit(functools.partial(_program, **statics))
-            start = time.perf_counter()
-            compiled = program.lower(*dyn).compile()  # fills the jit cache: calls reuse it
-            compile_seconds = time.perf_counter() - start
-            self._programs[sig] = (program, _program_bytes(compiled.memory_analysis()))
-        program, program_bytes = self._programs[sig]
-        if not self.config.profile:
-            return program(*dyn), None
-        start = time.perf_counter()
-        outputs = jax.block_until_ready(program(*dyn))
-        run_seconds = time.perf_counter() - start
-        return outputs, FastSBOTProfile(
-            compile_seconds=compile_seconds,
-            run_seconds=run_seconds,
-            seconds_per_step=run_seconds / num_steps,
-            program_bytes=program_bytes,
-            peak_bytes_in_use=(jax.devices()[0].memory_stats() or {}).get("peak_bytes_in_use"),
-        )
+        return check_reference(reference, shape)
 
     def _summary(self, result: FastSBOTResult, num_steps: int) -> str:
-        x = np.asarray(result.samples, np.float32)
         cfg = self.config
-        line = (
-            f"FastSB-OT [{cfg.quality}]: {num_steps} {cfg.base_step} steps, {result.nfe} model "
-            f"calls; samples mean {x.mean():.4g} std {x.std():.4g}; "
-            f"{'all finite' if bool(result.all_finite) else 'NON-FINITE values'}"
-        )
-        if result.ot_converged is not None:
-            eps = np.asarray(result.ot_epsilon)
-            line += (
-                f"; OT converged at {int(np.sum(result.ot_converged))}/{num_steps} steps, "
-                f"epsilon {eps.min():.3g}..{eps.max():.3g}"
-            )
-        if result.profile is not None:
-            p = result.profile
-            line += f"; compile {p.compile_seconds:.2f} s, run {p.run_seconds:.3f} s"
-        return line
-
-
-def _program_bytes(memory) -> int | None:
-    """Arguments + outputs + temporaries - aliased bytes of a compiled program, or None."""
-    if memory is None:  # a backend without XLA's memory analysis
-        return None
-    used = memory.argument_size_in_bytes + memory.output_size_in_bytes
-    return int(used + memory.temp_size_in_bytes - memory.alias_size_in_bytes)
+        prefix = f"FastSB-OT [{cfg.quality}]: {num_steps} {cfg.base_step} steps"
+        return summary_line(prefix, result, num_steps)

@@ -55,36 +55,13 @@ from jaxdiff.samplers.driver import Plan, check_latents
 from jaxdiff.samplers.noise import normal_like
 from jaxdiff.samplers.probability_flow import pf_derivative
 from jaxdiff.schrodinger.fisher import KineticLangevin
-from jaxdiff.schrodinger.ot_correction import OTCorrection, ot_correct
+from jaxdiff.schrodinger.grid import check_grid, grid_times
+from jaxdiff.schrodinger.ot_correction import OTCorrection, init_ot_record, pull_and_record
 
 __all__ = ["BASE_STEPS", "BridgeMethod"]
 
 BASE_STEPS = ("heun", "euler", "ddim", "euler_maruyama")
 _STAGE_BASE, _STAGE_HEUN2 = 0, 1
-
-
-def _check_grid(timesteps, num_steps) -> tuple[float, ...]:
-    """``timesteps`` as a tuple of floats, or raise naming the field and the rule broken."""
-    if isinstance(timesteps, str | bytes) or not hasattr(timesteps, "__len__"):
-        raise TypeError(f"timesteps must be a sequence of floats, got {timesteps!r:.80}")
-    grid = np.asarray(timesteps)
-    if grid.ndim != 1 or not np.issubdtype(grid.dtype, np.number) or grid.dtype == bool:
-        raise TypeError(f"timesteps must be a 1-D sequence of numbers, got {timesteps!r:.80}")
-    grid = grid.astype(np.float64)
-    if grid.size < 2:
-        raise ValueError(f"timesteps needs at least 2 times (one step), got {grid.tolist()}")
-    if not np.all(np.isfinite(grid)) or grid.min() < 0 or grid.max() > 1:
-        raise ValueError(f"timesteps must lie in [0, 1], got {grid.tolist()}")
-    if np.any(np.diff(grid) >= 0):
-        raise ValueError(f"timesteps must be strictly decreasing (1 = noise), got {grid.tolist()}")
-    if np.any(grid[:-1] == 0):
-        raise ValueError(f"only the last of timesteps may be 0, got {grid.tolist()}")
-    if num_steps is not None and num_steps != grid.size - 1:
-        raise ValueError(
-            f"num_steps={num_steps} does not match timesteps ({grid.size - 1} steps); "
-            "give one of them"
-        )
-    return tuple(float(t) for t in grid)
 
 
 def _one_key(key):
@@ -120,7 +97,7 @@ class BridgeMethod(ContinuousMethod):
     def __post_init__(self):
         super().__post_init__()
         if self.timesteps is not None:
-            object.__setattr__(self, "timesteps", _check_grid(self.timesteps, self.num_steps))
+            object.__setattr__(self, "timesteps", check_grid(self.timesteps, self.num_steps))
         set_choice(self, "base", BASE_STEPS)
         check_knob(self, "eta", low=0.0, high=1.0)
         if self.ot is not None and not isinstance(self.ot, OTCorrection):
@@ -143,9 +120,7 @@ class BridgeMethod(ContinuousMethod):
         """The ``[N + 1]`` step times: ``timesteps`` (a final 0 as ``t_min``) or uniform."""
         if self.timesteps is None:
             return super().time_grid(num_points)
-        grid = jnp.asarray(self.timesteps, jnp.float32)
-        t_min = jnp.asarray(self.t_min, jnp.float32)
-        return grid.at[-1].set(jnp.where(grid[-1] == 0, t_min, grid[-1]))
+        return grid_times(self.timesteps, self.t_min)
 
     def _uses_ot(self) -> bool:
         return self.ot is not None and self.reference is not None
@@ -189,12 +164,7 @@ class BridgeMethod(ContinuousMethod):
         """Heun's stage cache, the Langevin state and the per-step OT health arrays."""
         n = plan.num_model_calls // self._rows_per_step()
         zeros = jnp.zeros_like(x, jnp.float32)
-        state = {
-            "heun": (zeros, zeros) if self.base == "heun" else (),
-            "ot_converged": jnp.ones((n,), bool),
-            "ot_epsilon": jnp.zeros((n,), jnp.float32),
-            "ot_error": jnp.zeros((n,), jnp.float32),
-        }
+        state = {"heun": (zeros, zeros) if self.base == "heun" else (), **init_ot_record(n)}
         if self.langevin is not None:
             state["langevin"] = self.langevin.init_state(x)
         return state
@@ -221,24 +191,6 @@ class BridgeMethod(ContinuousMethod):
         drift = step["f"] * x - step["g2"] * score
         return state, x + drift * h + jnp.sqrt(-step["g2"] * h) * z
 
-    def _ot(self, key, state, x, step):
-        x_new, info = ot_correct(
-            jax.random.fold_in(_one_key(key), 1),
-            x,
-            self.reference,
-            step["alpha_n"],
-            step["sigma_n"],
-            self.ot,
-        )
-        i = step["step"]
-        state = {
-            **state,
-            "ot_converged": state["ot_converged"].at[i].set(info.converged),
-            "ot_epsilon": state["ot_epsilon"].at[i].set(info.epsilon),
-            "ot_error": state["ot_error"].at[i].set(info.marginal_error),
-        }
-        return state, x_new
-
     def step(self, key, state, x, model_output, step):
         """One base stage or one corrector row; the OT pull after a completed base step."""
         x32 = x.astype(jnp.float32)
@@ -246,15 +198,20 @@ class BridgeMethod(ContinuousMethod):
         x0, eps, score = self.predict(out, x32, step["alpha"], step["sigma"])
         base_state, x_base = self._base(key, state, x32, x0, eps, score, step)
         if self._uses_ot():
-            # the Sinkhorn solve runs only on the row that completes a base step (a
-            # cond, not a select: Heun's first stage and the corrector rows skip it)
-            base_state, x_base = jax.lax.cond(
-                step["completes"],
-                lambda st, xb: self._ot(key, st, xb, step),
-                lambda st, xb: (st, xb),
-                base_state,
+            # the Sinkhorn solve runs only on the row that completes a base step
+            keys = ("ot_converged", "ot_epsilon", "ot_error")
+            record, x_base = pull_and_record(
+                jax.random.fold_in(_one_key(key), 1),
+                {k: base_state[k] for k in keys},
                 x_base,
+                self.reference,
+                step["alpha_n"],
+                step["sigma_n"],
+                step["step"],
+                step["completes"],
+                self.ot,
             )
+            base_state = {**base_state, **record}
         x_new, new_state = x_base, base_state
         if self._corrector_rows():
             lv_state, x_lv = self.langevin.row(key, state["langevin"], x32, score, step)

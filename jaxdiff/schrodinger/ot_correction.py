@@ -18,8 +18,18 @@ Gibbs-kernel regularisation of the squared-Euclidean cost (kernel ``exp(-C / eps
 absolute, or ``epsilon * mean(C)`` with ``relative_epsilon`` (:func:`jaxdiff.ot.sinkhorn`).
 The solver is the dense or online Sinkhorn geometry, or iterated sliced transport
 (:func:`jaxdiff.ot.sliced_transport_map`, no epsilon) when even the online geometry
-exceeds ``memory_limit_ot_mb``; see :func:`choose_solver`. Everything is float32, pure,
-and runs under ``jit`` and ``vmap`` (``epsilon``, ``threshold`` and ``weight`` traced).
+exceeds ``memory_limit_ot_mb``; see :func:`choose_solver`. With ``kernel`` (a
+:class:`~jaxdiff.ot.KernelConfig`, ATLAS's operators) Sinkhorn runs on that Gibbs-kernel
+operator instead: ``"direct"`` (dense kernel), ``"rff"`` (positive random features) or
+``"nystrom"`` (landmark sketch), with this config's epsilon (the kernel config's own
+epsilon is replaced) and ``T(x) = P y / a`` applied through the operator, never forming
+``P``. With ``relative_epsilon`` the cost scale is the exact mean squared distance
+``mean|x|^2 + mean|y|^2 - 2 <mean x, mean y>`` (``O((B + R) d)``), or its square root for
+the laplacian kernel (an upper bound on the mean distance, by Jensen). ``"fft"`` is
+refused: it is a kernel on a regular grid of points, and particles in ``R^d`` are not one
+(the original silently replaced it by RFF, spec ATLAS section 2.2 step 6). Everything is
+float32, pure, and runs under ``jit`` and ``vmap`` (``epsilon``, ``threshold`` and
+``weight`` traced).
 
 Where jaxdiff departs from the originals, on purpose:
 
@@ -49,6 +59,7 @@ finite particles.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 
@@ -58,7 +69,7 @@ from flax import struct
 
 from jaxdiff._keys import as_key
 from jaxdiff._validation import check_int_range, check_real, check_real_array
-from jaxdiff.ot import sinkhorn, sliced_transport_map
+from jaxdiff.ot import KernelConfig, make_kernel_operator, sinkhorn, sliced_transport_map
 from jaxdiff.ot.memory import available_bytes
 from jaxdiff.ot.online import default_tile_elements
 from jaxdiff.ot.online_reduce import block_rows_for
@@ -66,10 +77,20 @@ from jaxdiff.ot.sinkhorn import MAX_ITERATIONS
 from jaxdiff.samplers.base import check_flags, check_knob, set_choice
 from jaxdiff.schedules.checks import check_number
 
-__all__ = ["OTCorrection", "OTStepInfo", "choose_solver", "ot_correct", "transport_bytes"]
+__all__ = [
+    "OTCorrection",
+    "OTStepInfo",
+    "choose_solver",
+    "init_ot_record",
+    "ot_correct",
+    "pull_and_record",
+    "transport_bytes",
+]
 
 #: ``OTCorrection.solver`` and ``OTCorrection.weight_schedule`` choices.
 SOLVERS = ("auto", "dense", "online", "sliced")
+#: ``KernelConfig.solver_type`` values the correction runs on (``"fft"`` needs a grid).
+KERNEL_SOLVERS = ("direct", "rff", "nystrom")
 WEIGHT_SCHEDULES = ("constant", "sigma")
 _MIB = 2**20
 _F32 = 4  # bytes per float32 entry
@@ -85,7 +106,14 @@ class OTCorrection:
         weight: blend weight in ``[0, 1]`` (traced); 0 leaves ``x`` unchanged.
         threshold: Sinkhorn tolerance on the L1 marginal error (> 0, traced).
         relative_epsilon: use ``epsilon * mean(C)`` (static).
-        solver: ``"auto"``, ``"dense"``, ``"online"`` or ``"sliced"`` (static).
+        solver: ``"auto"``, ``"dense"``, ``"online"`` or ``"sliced"`` (static; not used
+            with ``kernel``).
+        kernel: a :class:`~jaxdiff.ot.KernelConfig` with ``solver_type`` ``"direct"``,
+            ``"rff"`` or ``"nystrom"``: run Sinkhorn on that kernel operator (its
+            ``epsilon`` is replaced by this config's), or None (static structure).
+        max_marginal_error: apply the pull only where Sinkhorn's last L1 marginal error
+            is ``<= max_marginal_error`` (traced, > 0, ``inf`` allowed: always apply);
+            a refused step keeps ``x`` and is reported as not converged.
         weight_schedule: ``"constant"`` (``w = weight``) or ``"sigma"``
             (``w = weight * sigma_t``: the correction fades as the noise goes) (static).
         memory_limit_ot_mb: memory budget of one transport in MiB (> 0, static).
@@ -104,6 +132,8 @@ class OTCorrection:
     max_iterations: int = struct.field(pytree_node=False, default=1000)
     num_projections: int = struct.field(pytree_node=False, default=64)
     sliced_iterations: int = struct.field(pytree_node=False, default=20)
+    kernel: KernelConfig | None = None
+    max_marginal_error: float = float("inf")
 
     def __post_init__(self):
         check_knob(self, "epsilon", low=0.0, low_open=True)
@@ -116,6 +146,19 @@ class OTCorrection:
         check_int_range("max_iterations", self.max_iterations, 1, MAX_ITERATIONS)
         check_int_range("num_projections", self.num_projections, 1)
         check_int_range("sliced_iterations", self.sliced_iterations, 1)
+        check_knob(self, "max_marginal_error", low=0.0, low_open=True, allow_inf=True)
+        if self.kernel is not None:
+            if not isinstance(self.kernel, KernelConfig):
+                raise TypeError(
+                    f"kernel must be a jaxdiff.ot.KernelConfig or None, got "
+                    f"{type(self.kernel).__name__}"
+                )
+            if self.kernel.solver_type not in KERNEL_SOLVERS:
+                raise ValueError(
+                    f"kernel.solver_type={self.kernel.solver_type!r} cannot serve the per-step "
+                    "OT: 'fft' is a kernel on a regular grid of points and particles in R^d "
+                    f"are not one; use one of {list(KERNEL_SOLVERS)}"
+                )
 
 
 @struct.dataclass
@@ -140,17 +183,26 @@ class OTStepInfo:
     solver: str = struct.field(pytree_node=False, default="dense")
 
 
-def transport_bytes(solver: str, n: int, m: int, d: int, num_projections: int) -> int:
+def transport_bytes(
+    solver: str, n: int, m: int, d: int, num_projections: int, kernel: KernelConfig | None = None
+) -> int:
     """Estimated float32 bytes of one transport of ``n`` onto ``m`` points in ``R^d``.
 
-    Dense: the ``n x m`` cost plus the points. Online: one cost tile of
-    ``block_rows x m`` (the tile size of :class:`~jaxdiff.ot.OnlineGeometry` on the
-    default device) plus the points. Sliced: the ``[n + m + d, K]`` projections plus
-    the points.
+    Dense (and the ``"direct"`` kernel operator): the ``n x m`` matrix plus the points.
+    Online: one cost tile of ``block_rows x m`` (the tile size of
+    :class:`~jaxdiff.ot.OnlineGeometry` on the default device) plus the points. Sliced:
+    the ``[n + m + d, K]`` projections plus the points. ``"rff"`` / ``"nystrom"``: the
+    ``[n + m, r]`` features of ``kernel`` (``r`` = features or rank; plus ``r x r`` and
+    ``[r, d]`` for Nyström's landmarks) plus the points.
     """
     points = (n + m) * d
-    if solver == "dense":
+    if solver in ("dense", "direct"):
         return _F32 * (n * m + points)
+    if solver == "rff":
+        return _F32 * ((n + m) * kernel.num_features + points)
+    if solver == "nystrom":
+        r = kernel.rank
+        return _F32 * ((n + m) * r + r * r + r * d + points)
     if solver == "online":
         return _F32 * (block_rows_for(n, m, default_tile_elements()) * m + points)
     return _F32 * ((n + m + d) * num_projections + points)
@@ -160,21 +212,29 @@ def choose_solver(n: int, m: int, d: int, config: OTCorrection) -> str:
     """The solver ``config`` runs for ``n`` particles, ``m`` references in ``R^d``.
 
     ``"auto"`` takes the first of dense, online, sliced whose :func:`transport_bytes`
-    fits the budget ``min(memory_limit_ot_mb MiB, device memory)``; a named solver must
-    fit it.
+    fits the budget ``min(memory_limit_ot_mb MiB, device memory)``; a named solver, or
+    the kernel operator of ``config.kernel`` (returned as its ``solver_type``), must fit
+    it.
 
     Raises:
         ValueError: nothing (or the named solver) fits, naming ``memory_limit_ot_mb``.
     """
     budget = min(config.memory_limit_ot_mb * _MIB, available_bytes())
-    tried = ("dense", "online", "sliced") if config.solver == "auto" else (config.solver,)
+    if config.kernel is not None:
+        tried = (config.kernel.solver_type,)
+        named = f"kernel.solver_type={tried[0]!r}"
+    elif config.solver == "auto":
+        tried, named = ("dense", "online", "sliced"), "solver='auto'"
+    else:
+        tried, named = (config.solver,), f"solver={config.solver!r}"
+    sizes = {s: transport_bytes(s, n, m, d, config.num_projections, config.kernel) for s in tried}
     for name in tried:
-        if transport_bytes(name, n, m, d, config.num_projections) <= budget:
+        if sizes[name] <= budget:
             return name
-    need = min(transport_bytes(s, n, m, d, config.num_projections) for s in tried) / _MIB
+    need = min(sizes.values()) / _MIB
     raise ValueError(
         f"memory_limit_ot_mb={config.memory_limit_ot_mb} (budget {budget / _MIB:.3g} MiB) is "
-        f"too small for solver={config.solver!r} with {n} x {m} points in R^{d}: it needs "
+        f"too small for {named} with {n} x {m} points in R^{d}: it needs "
         f"at least {need:.3g} MiB; raise memory_limit_ot_mb or use solver='auto'/'sliced'"
     )
 
@@ -251,23 +311,16 @@ def _correct(key, x, reference, alpha, sigma, config: OTCorrection, solver: str)
         )
         converged, eps_used, error = jnp.asarray(True), zero, zero
     else:
-        result = sinkhorn(
-            xs,
-            ys,
-            epsilon=jnp.asarray(config.epsilon, jnp.float32),
-            relative_epsilon=config.relative_epsilon,
-            max_iterations=config.max_iterations,
-            threshold=jnp.asarray(config.threshold, jnp.float32),
-            geometry=solver,
-        )
-        mapped = result.barycentric_map()
+        result, mapped = _sinkhorn_map(proj_key, xs, ys, config, solver)
         recorded = jnp.sum(result.errors != -1)
         error = result.errors[jnp.maximum(recorded - 1, 0)].astype(jnp.float32)
         converged, eps_used = result.converged, result.epsilon.astype(jnp.float32)
+        converged = converged & (error <= jnp.asarray(config.max_marginal_error, jnp.float32))
     w = jnp.asarray(config.weight, jnp.float32)
     w = w * sigma if config.weight_schedule == "sigma" else w
     ok = finite & jnp.all(jnp.isfinite(mapped))
-    x_new = jnp.where(ok, xf + w * (mapped - xf), xf).astype(x.dtype).reshape(x.shape)
+    accepted = ok & (error <= jnp.asarray(config.max_marginal_error, jnp.float32))
+    x_new = jnp.where(accepted, xf + w * (mapped - xf), xf).astype(x.dtype).reshape(x.shape)
     info = OTStepInfo(
         converged=converged & ok,
         epsilon=eps_used,
@@ -277,3 +330,79 @@ def _correct(key, x, reference, alpha, sigma, config: OTCorrection, solver: str)
         solver=solver,
     )
     return x_new, info
+
+
+def _sinkhorn_map(key, xs, ys, config: OTCorrection, solver: str):
+    """Sinkhorn's result and the barycentric map ``[n, d]`` on the geometry ``solver``."""
+    threshold = jnp.asarray(config.threshold, jnp.float32)
+    epsilon = jnp.asarray(config.epsilon, jnp.float32)
+    if solver in ("dense", "online"):
+        result = sinkhorn(
+            xs,
+            ys,
+            epsilon=epsilon,
+            relative_epsilon=config.relative_epsilon,
+            max_iterations=config.max_iterations,
+            threshold=threshold,
+            geometry=solver,
+        )
+        return result, result.barycentric_map()
+    if config.relative_epsilon:
+        mean_sq = (
+            jnp.mean(jnp.sum(xs**2, -1))
+            + jnp.mean(jnp.sum(ys**2, -1))
+            - 2.0 * jnp.dot(jnp.mean(xs, 0), jnp.mean(ys, 0))
+        )
+        scale = mean_sq if config.kernel.kernel_type == "gaussian" else jnp.sqrt(mean_sq)
+        epsilon = epsilon * jnp.maximum(scale, jnp.finfo(jnp.float32).tiny)
+    kernel = dataclasses.replace(config.kernel, epsilon=epsilon)
+    op = make_kernel_operator(kernel, xs, ys, key=key)
+    result = sinkhorn(geometry=op, max_iterations=config.max_iterations, threshold=threshold)
+    return result, result.plan_apply(ys.T, axis=1).T * xs.shape[0]  # P y / a, a = 1/n
+
+
+def init_ot_record(num_steps: int) -> dict:
+    """Per-step OT health of a sampling run: ``ot_converged`` / ``ot_epsilon`` / ``ot_error``.
+
+    ``[num_steps]`` arrays (bool True, float32 0, float32 0) that
+    :func:`pull_and_record` fills; a method keeps them in its scan state.
+    """
+    return {
+        "ot_converged": jnp.ones((num_steps,), bool),
+        "ot_epsilon": jnp.zeros((num_steps,), jnp.float32),
+        "ot_error": jnp.zeros((num_steps,), jnp.float32),
+    }
+
+
+def pull_and_record(key, record: dict, x, reference, alpha, sigma, index, run, config):
+    """On a row that completes step ``index`` (``run``), pull ``x`` and record the health.
+
+    The Sinkhorn solve sits under ``lax.cond``: rows with ``run`` False (a multi-stage
+    step's first stages, corrector rows) skip it and return ``(record, x)`` unchanged.
+
+    Args:
+        key: a scalar key for the reference noise.
+        record: :func:`init_ot_record`'s dict.
+        x: ``[B, ...]`` float32 particles at the step's end time.
+        reference: ``[R, ...]`` data samples.
+        alpha: ``alpha_t`` at the step's end time (traced scalar).
+        sigma: ``sigma_t`` at the step's end time (traced scalar).
+        index: int32 step index.
+        run: bool, this row completes the step.
+        config: the :class:`OTCorrection`.
+
+    Returns:
+        ``(record, x_new)``.
+    """
+
+    def pull(rec, x):
+        x_new, info = _correct(key, x, reference, alpha, sigma, config, solver)
+        rec = {
+            "ot_converged": rec["ot_converged"].at[index].set(info.converged),
+            "ot_epsilon": rec["ot_epsilon"].at[index].set(info.epsilon),
+            "ot_error": rec["ot_error"].at[index].set(info.marginal_error),
+        }
+        return rec, x_new
+
+    solver = choose_solver(x.shape[0], reference.shape[0], math.prod(x.shape[1:]), config)
+    return jax.lax.cond(run, pull, lambda rec, x: (rec, x), record, x)

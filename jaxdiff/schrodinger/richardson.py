@@ -36,20 +36,24 @@ Departures from the original (spec ``atlas.md`` section 6): Richardson and selec
 updates exist in ATLAS's README and config only (M-A18); M-A19 proposes Richardson on the
 entropic OT map, whose ``O(eps)`` bias is a different error; here the extrapolation acts on
 the time step of the corrected probability-flow step (M-A2: sign, M-A3/M-A4: signed
-``f``, ``g^2`` and the VP score). It is deterministic: the key is ignored.
+``f``, ``g^2`` and the VP score). It is deterministic (the key only draws the OT
+correction's reference noise).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
 from jaxdiff.samplers.base import check_flags, check_knob
 from jaxdiff.samplers.continuous_base import ContinuousMethod
-from jaxdiff.samplers.driver import Plan
+from jaxdiff.samplers.driver import Plan, check_latents
+from jaxdiff.schrodinger.grid import check_grid, grid_times
+from jaxdiff.schrodinger.ot_correction import OTCorrection, init_ot_record, pull_and_record
 
 __all__ = ["RichardsonFlow", "RichardsonState"]
 
@@ -63,11 +67,15 @@ class RichardsonState:
       error: ``[N]`` batch mean of the local error estimate ``e`` at each step, in the
         state's units (RMS over the non-batch axes).
       num_extrapolated: ``[N]`` int32 number of samples extrapolated at each step.
+      ot: the per-step OT health (``ot_converged``, ``ot_epsilon``, ``ot_error``, ``[N]``
+        each; :func:`~jaxdiff.schrodinger.ot_correction.init_ot_record`) when the OT
+        correction is on, else ``{}``.
     """
 
     x_full: Any
     error: Any
     num_extrapolated: Any
+    ot: Any
 
 
 @struct.dataclass
@@ -81,17 +89,49 @@ class RichardsonFlow(ContinuousMethod):
         the two-half-step Euler result (error estimates are still recorded).
       tol: selective-update threshold on the per-sample RMS estimate ``e`` (traced,
         ``>= 0``, ``inf`` allowed): extrapolate where ``e >= tol``; 0 means always.
+      ot: an :class:`~jaxdiff.schrodinger.ot_correction.OTCorrection` or None: after each
+        completed step (row B), pull the particles toward ``reference`` noised to
+        ``t_{i+1}`` (as :class:`~jaxdiff.schrodinger.method.BridgeMethod` does).
+      reference: ``[R, ...]`` data samples for ``ot`` (traced), or None: no correction.
+      timesteps: a strictly decreasing grid ``(t_0, ..., t_N)`` in ``[0, 1]`` (static; a
+        list is accepted; only its last entry may be 0, read as ``t_min``), whose
+        midpoints are the half steps; None: ``num_steps`` uniform steps.
       (and ``num_steps``, ``prediction_type``, ``t_min``, ``denoise_final`` from
       :class:`~jaxdiff.samplers.continuous_base.ContinuousMethod`).
     """
 
     extrapolate: bool = struct.field(pytree_node=False, default=True)
     tol: float = 0.0
+    ot: OTCorrection | None = None
+    reference: jax.Array | None = None
+    timesteps: tuple[float, ...] | None = struct.field(pytree_node=False, default=None)
 
     def __post_init__(self):
         super().__post_init__()
+        if self.timesteps is not None:
+            object.__setattr__(self, "timesteps", check_grid(self.timesteps, self.num_steps))
         check_flags(self, "extrapolate")
         check_knob(self, "tol", low=0.0, allow_inf=True)
+        if self.ot is not None and not isinstance(self.ot, OTCorrection):
+            raise TypeError(f"ot must be an OTCorrection or None, got {type(self.ot).__name__}")
+        if isinstance(self.reference, np.ndarray | np.generic | list | tuple | str):
+            object.__setattr__(self, "reference", check_latents(self.reference, "reference"))
+
+    def _uses_ot(self) -> bool:
+        return self.ot is not None and self.reference is not None
+
+    def validate(self, schedule) -> int:
+        """The number of steps ``N``, after the schedule checks of the base class."""
+        n = super().validate(schedule)
+        return n if self.timesteps is None else len(self.timesteps) - 1
+
+    def time_grid(self, num_points: int):
+        """``[2 N + 1]`` points: the step times with their midpoints interleaved."""
+        if self.timesteps is None:
+            return super().time_grid(num_points)
+        ts = grid_times(self.timesteps, self.t_min)
+        mids = 0.5 * (ts[:-1] + ts[1:])
+        return jnp.append(jnp.stack([ts[:-1], mids], axis=1).reshape(-1), ts[-1])
 
     def plan(self, schedule) -> Plan:
         """Rows A (``t_i``) and B (``t_mid``) per step, then the denoising row if asked."""
@@ -100,12 +140,14 @@ class RichardsonFlow(ContinuousMethod):
         row_t = ts[:-1]
         half = ts[1:] - ts[:-1]
         full = jnp.repeat(ts[2::2] - ts[:-1:2], 2)
+        t_end = jnp.repeat(ts[2::2], 2)  # the time step i ends at, on both of its rows
         stage_b = np.tile([False, True], n)
         index = np.repeat(np.arange(n, dtype=np.int32), 2)
         denoise = np.zeros(2 * n, bool)
         if self.denoise_final:
             row_t = jnp.concatenate([row_t, ts[-1:]])
             half, full = (jnp.concatenate([a, jnp.zeros((1,), a.dtype)]) for a in (half, full))
+            t_end = jnp.concatenate([t_end, ts[-1:]])
             stage_b, index = np.append(stage_b, False), np.append(index, n - 1)
             denoise = np.append(denoise, True)
         rows = {
@@ -115,6 +157,8 @@ class RichardsonFlow(ContinuousMethod):
             "stage_b": jnp.asarray(stage_b),
             "index": jnp.asarray(index, jnp.int32),
             "denoise": jnp.asarray(denoise),
+            "alpha_end": schedule.alpha(t_end),
+            "sigma_end": schedule.sigma(t_end),
         }
         return Plan(
             timesteps=row_t.astype(jnp.float32), steps=rows, init_noise_sigma=schedule.prior_std
@@ -127,6 +171,7 @@ class RichardsonFlow(ContinuousMethod):
             x_full=jnp.zeros_like(x),
             error=jnp.zeros((n,), x.dtype),
             num_extrapolated=jnp.zeros((n,), jnp.int32),
+            ot=init_ot_record(n) if self._uses_ot() else {},
         )
 
     def step(self, key, state, x, model_output, step):
@@ -150,6 +195,19 @@ class RichardsonFlow(ContinuousMethod):
         else:
             x_rich, count = x_half, jnp.zeros((), jnp.int32)
         x_new = jnp.where(b, x_rich, x_half)
+        ot = state.ot
+        if self._uses_ot():
+            ot, x_new = pull_and_record(
+                jax.random.fold_in(key if key.ndim == 0 else key[0], 1),
+                ot,
+                x_new.astype(jnp.float32),
+                self.reference,
+                step["alpha_end"],
+                step["sigma_end"],
+                i,
+                b,
+                self.ot,
+            )
         if self.denoise_final:
             x_new = jnp.where(step["denoise"], x0, x_new)
         state = RichardsonState(
@@ -158,5 +216,6 @@ class RichardsonFlow(ContinuousMethod):
             num_extrapolated=state.num_extrapolated.at[i].set(
                 jnp.where(b, count, state.num_extrapolated[i])
             ),
+            ot=ot,
         )
         return state, x_new.astype(x.dtype)

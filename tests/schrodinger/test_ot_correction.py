@@ -7,6 +7,7 @@ import ot
 import pytest
 from jax.scipy.special import ndtri
 
+from jaxdiff.ot import KernelConfig
 from jaxdiff.schrodinger.ot_correction import OTCorrection, choose_solver, ot_correct
 
 ONE, ZERO = jnp.float32(1.0), jnp.float32(0.0)
@@ -228,3 +229,77 @@ def test_bad_arrays_name_the_field(key):
         ot_correct(key, x, ref, jnp.ones(2), ZERO, cfg)
     with pytest.raises(TypeError, match="key"):
         ot_correct(0, x, ref, ONE, ZERO, cfg)
+
+
+@pytest.mark.parametrize(
+    "kernel, relative, epsilon, atol",
+    [
+        (KernelConfig(solver_type="direct"), False, 0.4, 1e-4),
+        (KernelConfig(solver_type="direct"), True, 0.5, 1e-4),
+        # every point a landmark: Nystrom is the kernel to ~2e-6 absolute, so epsilon is
+        # large enough that no row's entries are all that small
+        (KernelConfig(solver_type="nystrom", rank=70), False, 2.0, 1e-3),
+    ],
+)
+def test_kernel_operator_map_matches_pot(kernel, relative, epsilon, atol):
+    kx, ky = jax.random.split(jax.random.key(3))
+    x = 0.5 * jax.random.normal(kx, (40, 2))
+    ref = 0.7 * jax.random.normal(ky, (30, 2)) + jnp.array([0.5, -0.25])
+    cfg = OTCorrection(
+        epsilon=epsilon,
+        relative_epsilon=relative,
+        threshold=1e-5,
+        max_iterations=5000,
+        kernel=kernel,
+    )
+    mapped, info = ot_correct(jax.random.key(0), x, ref, ONE, ZERO, cfg)
+    expected, reg = _pot_map(x, ref, cfg.epsilon, relative)
+    assert info.solver == kernel.solver_type and bool(info.converged)
+    assert float(info.epsilon) == pytest.approx(reg, rel=1e-5)  # the exact mean cost
+    np.testing.assert_allclose(np.asarray(mapped), expected, atol=atol)
+
+
+def test_random_feature_map_is_the_same_kernels_map():
+    """RFF approximates this kernel: mean map error well below a wrong bandwidth's.
+
+    Positive features' relative variance grows like ``exp(8 <x, y> / epsilon)``
+    (:mod:`jaxdiff.ot.kernel_ops.rff`), so single rows stay noisy at 20,000 features;
+    the original's bandwidth, ``sqrt(d)`` off (spec atlas section 2.3), moves every row.
+    """
+    kx, ky = jax.random.split(jax.random.key(3))
+    x = 0.5 * jax.random.normal(kx, (40, 2))
+    ref = 0.7 * jax.random.normal(ky, (30, 2)) + jnp.array([0.5, -0.25])
+    expected, _ = _pot_map(x, ref, 2.0, False)
+    wrong, _ = _pot_map(x, ref, 2.0 * 2, False)  # epsilon of a bandwidth sqrt(2) off
+    kernel = KernelConfig(solver_type="rff", num_features=20000)
+    cfg = OTCorrection(epsilon=2.0, threshold=1e-5, max_iterations=5000, kernel=kernel)
+    errors = []
+    for seed in range(3):
+        mapped, info = ot_correct(jax.random.key(seed), x, ref, ONE, ZERO, cfg)
+        assert bool(info.converged)
+        errors.append(np.mean(np.abs(np.asarray(mapped) - expected)))
+    assert np.mean(errors) < 0.3 * np.mean(np.abs(wrong - expected)), (errors, wrong)
+
+
+def test_kernel_fft_is_refused_and_the_budget_names_the_field():
+    with pytest.raises(ValueError, match="solver_type='fft' cannot serve"):
+        OTCorrection(kernel=KernelConfig(solver_type="fft"))
+    with pytest.raises(TypeError, match="kernel must be a jaxdiff.ot.KernelConfig"):
+        OTCorrection(kernel="rff")
+    tiny = OTCorrection(kernel=KernelConfig(solver_type="direct"), memory_limit_ot_mb=0.01)
+    with pytest.raises(ValueError, match=r"memory_limit_ot_mb=0.01 .*kernel.solver_type='direct'"):
+        choose_solver(4096, 4096, 64, tiny)
+    rff = OTCorrection(kernel=KernelConfig(solver_type="rff", num_features=64))
+    assert choose_solver(4096, 4096, 64, rff) == "rff"
+
+
+def test_max_marginal_error_refuses_a_poor_plan(key):
+    x = jax.random.normal(jax.random.key(1), (64, 2))
+    ref = 2.0 + jax.random.normal(jax.random.key(2), (64, 2))
+    loose = OTCorrection(epsilon=0.01, max_iterations=3, threshold=1e-6)
+    moved, info = ot_correct(key, x, ref, ONE, ZERO, loose)
+    assert not bool(info.converged) and float(jnp.max(jnp.abs(moved - x))) > 0.5
+    strict = loose.replace(max_marginal_error=1e-3)
+    kept, info = ot_correct(key, x, ref, ONE, ZERO, strict)
+    assert not bool(info.converged) and float(info.marginal_error) > 1e-3
+    np.testing.assert_array_equal(np.asarray(kept), np.asarray(x))
