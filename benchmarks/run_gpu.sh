@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Re-run every benchmark on the GPU machine (see ../shared/device/README.md), with the
 # commands recorded in benchmarks/RESULTS.md. Run from the repository root there:
-#   bash benchmarks/run_gpu.sh <part> <out-dir>      part: quick | sinkhorn | all
+#   bash benchmarks/run_gpu.sh <part> <out-dir>      part: quick | sinkhorn | schrodinger | all
 # quick: samplers, facade, demo, sinkhorn_small, unet_train, counting_bridge (~8 min);
 # sinkhorn: the online Sinkhorn rows at 65,536 points and the lse_dot kernel (~8 min).
-# The counting peer (njwfish/counting_flows) must be unpacked in .peer/counting_flows.
+# schrodinger: FastSB-OT presets vs DPM-Solver++, the OT share, the originals (~8 min).
+# The counting peer (njwfish/counting_flows) must be unpacked in .peer/counting_flows; the
+# Schrodinger-bridge originals (TSOR666/OT-diffusion-toolkit: FastSB-OT/fastsb_ot and
+# ATLAS/atlas) in .orig (diffusers is needed there too).
 set -uo pipefail
 part="${1:-all}"
 out="${2:-benchmarks/results}"
@@ -36,4 +39,8 @@ if [ "$part" = sinkhorn ] || [ "$part" = all ]; then
     flash_sinkhorn floor --iters 20 --repeats 3 --out "$out/sinkhorn.json"
   run lse_dot python3 benchmarks/lse_dot.py --sizes 16384 65536 --dims 64 256 \
     --precisions tf32 bf16 --budget-s 120 --out "$out/lse_dot.json"
+fi
+if [ "$part" = schrodinger ] || [ "$part" = all ]; then
+  run schrodinger env XLA_PYTHON_CLIENT_PREALLOCATE=false python3 benchmarks/schrodinger.py \
+    --peer .orig --out "$out/schrodinger.json"
 fi

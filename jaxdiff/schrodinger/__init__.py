@@ -22,6 +22,7 @@ from jaxdiff.schrodinger.atlas import (
     resolve_noise_schedule,
 )
 from jaxdiff.schrodinger.atlas_config import SamplerConfig
+from jaxdiff.schrodinger.coarse import CoarseToFineScore
 from jaxdiff.schrodinger.fastsb import (
     FastSBOTConfig,
     FastSBOTProfile,
@@ -44,6 +45,7 @@ __all__ = [
     "KernelConfig",
     "BASE_STEPS",
     "BridgeMethod",
+    "CoarseToFineScore",
     "FastSBOTConfig",
     "FastSBOTProfile",
     "FastSBOTResult",

@@ -19,9 +19,12 @@ ultra      100            heun       200          False              0
 extreme    200            heun       400          False              0
 =========  =============  =========  ===========  =================  ==============
 
-Corrections are off until experiments/schrodinger shows a gain (issue 14 section 4: a
-correction stays in a preset only if it beats the plain solver beyond the Monte-Carlo
-floor). The base solver is probability-flow Heun in every preset: on the closed form we
+Corrections are off: a correction stays in a preset only if it beats the plain solver
+beyond the Monte-Carlo floor (issue 14 section 4), and experiments/schrodinger/README.md
+(H200, 2026-12-03) finds that neither does with a correct score: the OT pull adds error
+(it shrinks the spread and merges modes) and the Langevin corrector is never better; the
+pull only repairs a biased score when reference samples of the true law are given. The
+base solver is probability-flow Heun in every preset: on the closed form we
 have (Gaussian data, exact score, RMS error to the exact PF-ODE map; ``BridgeMethod``) at
 20 model calls, linear / cosine schedule, Heun (10 steps) has 2.5e-2 / 7.4e-3, Euler (20
 steps) 2.2e-2 / 1.7e-2, DDIM (20 steps) 5.9e-2 / 3.2e-2, and Heun's error falls as
