@@ -63,12 +63,12 @@ from jaxdiff.samplers.driver import check_model_fn
 from jaxdiff.schedules.continuous_base import ContinuousSchedule
 from jaxdiff.schedules.karras import KarrasSchedule, karras_noise_schedule
 from jaxdiff.schrodinger.atlas_config import SamplerConfig
+from jaxdiff.schrodinger.fastsb import FastSBOTResult
 from jaxdiff.schrodinger.fastsb_models import ScoreModelFn
 from jaxdiff.schrodinger.grid import check_grid
 from jaxdiff.schrodinger.ot_correction import choose_solver
 from jaxdiff.schrodinger.runner import (
     ProgramCache,
-    RunProfile,
     check_one_key,
     check_reference,
     check_shape,
@@ -81,8 +81,10 @@ _KARRAS_KEYWORDS = ("sigma_min", "sigma_max", "rho")
 
 
 @struct.dataclass
-class ATLASResult:
+class ATLASResult(FastSBOTResult):
     """Outcome of :meth:`AdvancedHierarchicalDiffusionSampler.sample`.
+
+    The fields of :class:`~jaxdiff.schrodinger.FastSBOTResult` and the Richardson ones.
 
     Attributes:
       samples: ``[*shape]`` samples at ``t_min`` (the ``x0`` prediction there with
@@ -106,18 +108,8 @@ class ATLASResult:
       nfe: model calls (static).
     """
 
-    samples: Any
-    noise: Any
-    timesteps: Any
-    all_finite: Any
-    first_nonfinite_step: Any
-    ot_converged: Any = None
-    ot_epsilon: Any = None
-    ot_error: Any = None
     richardson_error: Any = None
     num_extrapolated: Any = None
-    profile: RunProfile | None = struct.field(pytree_node=False, default=None)
-    nfe: int = struct.field(pytree_node=False, default=0)
 
 
 def resolve_noise_schedule(noise_schedule) -> ContinuousSchedule:
