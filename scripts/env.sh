@@ -14,6 +14,9 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     # torch first, pinned: the CPU wheel on disk; an open range would pull a CUDA build.
     python -m pip install -q torch==2.13.0
     python -m pip install -q -e ".[dev]"
+    # torchcfm is the flow-matching oracle; its declared torchdyn / torchdiffeq / pandas /
+    # absl are not used by the classes the tests call, so it comes without them.
+    python -m pip install -q --no-deps torchcfm==1.0.7
   else
     python -m pip install -q -e .
   fi

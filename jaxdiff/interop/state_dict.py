@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
+from jaxdiff._atomic import atomic_write
 from jaxdiff._validation import check_bool
 
 __all__ = ["SAFETENSORS_SUFFIXES", "TORCH_SUFFIXES", "load_state_dict", "save_safetensors"]
@@ -188,13 +188,4 @@ def save_safetensors(state_dict: Mapping[str, np.ndarray], path, *, metadata=Non
             )
         arrays[name] = arr
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(arrays, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
+    return atomic_write(path, lambda tmp: save_file(arrays, tmp, metadata=metadata))

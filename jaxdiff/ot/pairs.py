@@ -11,7 +11,8 @@ Cost: ``C_ij = |x0_i - x1_j|^2`` with trailing dimensions flattened.
   (:func:`jaxdiff.ot.auction.auction`; optimal up to float32 rounding).
 * ``method="sinkhorn"``: an entropic plan from :func:`jaxdiff.ot.sinkhorn` (the library's
   one Sinkhorn front door), then ``n`` index pairs drawn from the plan with replacement
-  (``jax.random.categorical`` on the flattened log-plan), like torchcfm's ``sample_plan``.
+  (a row from the plan's row masses, then a column from that row: the same law as
+  torchcfm's ``sample_plan`` draw from the flattened plan, in ``O(n^2)`` memory).
 
 Class-conditional pairing (``labels0``, ``labels1``): cross-label pairs get a cost above
 every within-label cost, so the exact assignment stays within labels whenever each label
@@ -209,10 +210,14 @@ def _sinkhorn_pairs(key, a, b, cost, same, l0, l1, epsilon, relative, max_iterat
     if same is not None:
         log_plan = jnp.where(same, log_plan, -jnp.inf)
     usable = jnp.all(jnp.isfinite(out.f)) & jnp.all(jnp.isfinite(out.g))
-    flat = jax.random.categorical(key, log_plan.reshape(-1), shape=(n,))
+    # (i, j) ~ P in two exact stages, O(n^2) memory: a row from the row masses, then a
+    # column from that row (one categorical over the n^2 entries would draw n x n^2 Gumbels).
+    row_key, col_key = jax.random.split(key)
+    rows = jax.random.categorical(row_key, jax.nn.logsumexp(log_plan, axis=1), shape=(n,))
+    cols = jax.random.categorical(col_key, log_plan[rows], axis=-1)
     return {
-        "i": (flat // n).astype(jnp.int32),
-        "j": (flat % n).astype(jnp.int32),
+        "i": rows.astype(jnp.int32),
+        "j": cols.astype(jnp.int32),
         "converged": out.converged,
         "auction_finished": jnp.asarray(True),
         "usable": usable,

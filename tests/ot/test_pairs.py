@@ -238,3 +238,29 @@ def test_identical_points_with_relative_epsilon(key):
     out = ot_pairs(key, x, x, method="sinkhorn")  # mean cost 0: epsilon used as absolute
     assert bool(out.converged) and bool(out.all_finite)
     np.testing.assert_array_equal(out.x1, x)
+
+
+def test_sinkhorn_pairs_follow_the_plan_law(key):
+    # n = 4 points, epsilon large enough that every plan entry is visible: the frequency of
+    # each (i, j) over 4000 draws of 4 pairs matches n * P_ij (POT's plan, same epsilon)
+    # within 5 binomial standard errors, and the marginal of i is uniform.
+    import ot
+
+    n = 4
+    x0, x1 = _batches(n, 5)
+    c = _cost(x0, x1)
+    eps = float(c.mean())
+    plan = ot.sinkhorn(np.full(n, 1 / n), np.full(n, 1 / n), c, eps, stopThr=1e-12)
+    keys = jax.random.split(key, 4000)
+    draw = jax.jit(
+        jax.vmap(
+            lambda k: ot_pairs(k, x0, x1, method="sinkhorn", epsilon=eps, relative_epsilon=False)
+        )
+    )
+    out = draw(keys)
+    counts = np.zeros((n, n))
+    np.add.at(counts, (np.asarray(out.i).ravel(), np.asarray(out.j).ravel()), 1)
+    freq, draws = counts / counts.sum(), counts.sum()
+    se = np.sqrt(plan * (1 - plan) / draws)
+    assert np.all(np.abs(freq - plan) < 5 * se + 1e-12), (freq, plan)
+    assert plan.min() > 0.005  # every entry is sampled often enough to be tested
