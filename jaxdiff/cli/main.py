@@ -1,4 +1,4 @@
-"""The ``jaxdiff`` command: ``demo``, ``selftest``, ``train``, ``counting``, ``convert``.
+"""The ``jaxdiff`` command: ``demo``, ``selftest``, ``train``, ``counting``, ``style``, ``convert``.
 
 Building the parser imports no JAX (``--help`` and ``--version`` answer at once); each
 subcommand imports what it needs when it runs. Errors from bad input print one line
@@ -16,7 +16,8 @@ _DESCRIPTION = """jaxdiff: diffusion sampling, optimal transport and flow matchi
 
 Commands: demo (samplers on a 2-D mixture, writes a picture), selftest (a quick
 check of every subsystem), train (a DDPM on digits), counting (Counting Flows on
-count data), convert (diffusers weights <-> jaxdiff checkpoints).
+count data), style (OT-CFM style transfer: train, transfer, preprocess), convert
+(diffusers weights <-> jaxdiff checkpoints).
 Run `jaxdiff <command> --help` for a command's options and config keys."""
 
 
@@ -43,7 +44,7 @@ def _hydra_common() -> argparse.ArgumentParser:
 
 def _build_parser() -> argparse.ArgumentParser:
     from jaxdiff import __version__
-    from jaxdiff.cli import convert, counting, train
+    from jaxdiff.cli import convert, counting, style, train
 
     parser = argparse.ArgumentParser(
         prog="jaxdiff",
@@ -66,6 +67,7 @@ def _build_parser() -> argparse.ArgumentParser:
     hydra = _hydra_common()
     _with_debug(train.add_parser(sub, parents=[hydra]))
     _with_debug(counting.add_parser(sub, parents=[hydra]))
+    style.add_parser(sub, parents=[hydra])  # --debug on each of its actions
     _with_debug(convert.add_parser(sub))
     return parser
 
@@ -80,9 +82,10 @@ def _dispatch(args) -> int:
         from jaxdiff.cli.selftest import run_selftest
 
         return 0 if run_selftest() else 1
-    from jaxdiff.cli import convert, counting, train
+    from jaxdiff.cli import convert, counting, style, train
 
-    return {"convert": convert, "train": train, "counting": counting}[args.command].run(args)
+    apps = {"convert": convert, "train": train, "counting": counting, "style": style}
+    return apps[args.command].run(args)
 
 
 def main(argv=None) -> int:
