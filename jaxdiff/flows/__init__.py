@@ -11,6 +11,8 @@ inversion from 0 to 1 (:mod:`jaxdiff.flows.paths` states the mapping to torchcfm
   time samplers, label dropout for classifier-free guidance);
 * :mod:`~jaxdiff.flows.ode`: fixed-step Euler / midpoint / Heun / RK4 (Butcher tableaux)
   for the one sampling driver, both directions;
+* :mod:`~jaxdiff.flows.sde`: Euler-Maruyama for a velocity-and-score model, any diffusion
+  ``eps >= 0``, keeping the ODE's marginals (SB-CFM / interpolants with a score head);
 * :mod:`~jaxdiff.flows.adaptive`: adaptive Dopri5 through diffrax;
 * :mod:`~jaxdiff.flows.latent_files`: images to (VAE) latents on disk, atomically.
 """
@@ -38,6 +40,7 @@ from jaxdiff.flows.paths import (
     interpolant_path,
     schrodinger_bridge_path,
 )
+from jaxdiff.flows.sde import FlowSDE
 
 __all__ = [
     "TABLEAUX",
@@ -47,6 +50,7 @@ __all__ = [
     "CFMObjective",
     "CoupledBatch",
     "FlowODE",
+    "FlowSDE",
     "ProbabilityPath",
     "StyleLatents",
     "TimeSampler",

@@ -52,7 +52,15 @@ from jaxdiff.samplers.driver import Plan
 from jaxdiff.schedules.checks import MAX_TIMESTEPS
 from jaxdiff.schedules.flow import FlowSchedule
 
-__all__ = ["DIRECTIONS", "GRIDS", "TABLEAUX", "ButcherTableau", "FlowODE", "check_flow_schedule"]
+__all__ = [
+    "DIRECTIONS",
+    "GRIDS",
+    "TABLEAUX",
+    "ButcherTableau",
+    "FlowODE",
+    "check_flow_schedule",
+    "set_time_grid",
+]
 
 DIRECTIONS = ("generate", "invert")
 GRIDS = ("uniform", "shifted")
@@ -169,6 +177,30 @@ def _check_times(times, direction: str, num_steps):
     return arr.astype(jnp.result_type(float))
 
 
+def set_time_grid(config) -> None:
+    """Check and set a frozen config's ``num_steps`` and ``times`` (FlowODE, FlowSDE).
+
+    ``num_steps`` in ``[1, MAX_TIMESTEPS]`` (default :data:`DEFAULT_NUM_STEPS`, or
+    ``len(times) - 1``); ``times`` by :func:`_check_times` for ``config.direction``.
+    """
+    n = config.num_steps
+    if n is not None:
+        n = check_int_range("num_steps", n, 1, MAX_TIMESTEPS)
+    if config.times is None:
+        object.__setattr__(config, "num_steps", DEFAULT_NUM_STEPS if n is None else n)
+        return
+    times = _check_times(config.times, config.direction, n)
+    if hasattr(times, "shape"):
+        if n is not None and times.shape[0] != n + 1:
+            raise ValueError(
+                f"num_steps={n} does not match times with {times.shape[0]} entries "
+                f"(num_steps = len(times) - 1 = {times.shape[0] - 1}); leave num_steps out"
+            )
+        n = times.shape[0] - 1
+    object.__setattr__(config, "times", times)
+    object.__setattr__(config, "num_steps", n)
+
+
 @struct.dataclass
 class FlowODE:
     """Fixed-step Runge-Kutta sampler/inverter for a velocity model ``v(x, t) = dx/dt``.
@@ -209,24 +241,9 @@ class FlowODE:
             set_choice(self, "solver", TABLEAUX)
         set_choice(self, "direction", DIRECTIONS)
         set_choice(self, "grid", GRIDS)
-        n = self.num_steps
-        if n is not None:
-            n = check_int_range("num_steps", n, 1, MAX_TIMESTEPS)
-        if self.times is None:
-            object.__setattr__(self, "num_steps", DEFAULT_NUM_STEPS if n is None else n)
-            return
-        if self.grid != "uniform":
+        if self.times is not None and self.grid != "uniform":
             raise ValueError(f"give times or grid={self.grid!r}, not both")
-        times = _check_times(self.times, self.direction, n)
-        if hasattr(times, "shape"):
-            if n is not None and times.shape[0] != n + 1:
-                raise ValueError(
-                    f"num_steps={n} does not match times with {times.shape[0]} entries "
-                    f"(num_steps = len(times) - 1 = {times.shape[0] - 1}); leave num_steps out"
-                )
-            n = times.shape[0] - 1
-        object.__setattr__(self, "times", times)
-        object.__setattr__(self, "num_steps", n)
+        set_time_grid(self)
 
     @property
     def tableau(self) -> ButcherTableau:
