@@ -56,7 +56,6 @@ import platform
 import statistics
 import sys
 import time
-import traceback
 import warnings
 from datetime import date
 from typing import Any, ClassVar
@@ -66,6 +65,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmarks.parts import run_parts
 from jaxdiff.cli.style_transfer import StyleVelocity
 from jaxdiff.flows import TABLEAUX, FlowODE, cfm_objective, ot_cfm_objective, sb_cfm_objective
 from jaxdiff.nets import IsoNextConfig, bind
@@ -698,20 +698,12 @@ def main():
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     warnings.filterwarnings("ignore", module="torchcfm")
     print(f"jax {jax.__version__} on {jax_dev}; torch {torch.__version__} on {dev}", flush=True)
-    tables = {"2d": [], "inference": [], "isonext": []}
-    for part, fn in (  # inference before isonext: JAX's peak then shows inference first
+    parts = (  # inference before isonext: JAX's peak then shows inference first
         ("2d", lambda: part_2d(cfg["2d"], torch, dev)),
         ("inference", lambda: part_inference(cfg["isonext"], cfg["inference"])),
         ("isonext", lambda: part_isonext(cfg["isonext"], torch, dev)),
-    ):
-        if part in args.parts:
-            start = time.perf_counter()
-            try:
-                tables[part] = fn()
-            except Exception:
-                traceback.print_exc()
-                tables[part] = [{"part_error": traceback.format_exc(limit=3)}]
-            print(f"[{part}: {time.perf_counter() - start:.1f} s]", flush=True)
+    )
+    tables = run_parts(parts, args.parts)
     summ = summary(tables["2d"], tables["isonext"])
     meta = {
         "date": date.today().isoformat(),

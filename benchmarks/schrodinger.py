@@ -50,7 +50,6 @@ import platform
 import statistics
 import sys
 import time
-import traceback
 from datetime import date
 from typing import Any
 
@@ -59,6 +58,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import schrodinger_peer as peer
+from benchmarks.parts import run_parts
 from jaxdiff.data.gaussian_mixture import GaussianMixture
 from jaxdiff.interop import unet_from_diffusers
 from jaxdiff.samplers import DPMSolver, sample
@@ -607,20 +607,12 @@ def main():
         f"originals loaded: {sorted(modules)} {load_errors or ''}",
         flush=True,
     )
-    tables = {"ot": [], "error": [], "speed": []}
-    for part, fn in (
+    parts = (
         ("ot", lambda: ot_rows(args, cfg)),
         ("error", lambda: error_rows(args, cfg, originals, torch, device)),
         ("speed", lambda: speed_rows(args, cfg, originals, torch, device)),
-    ):
-        if part in args.parts:
-            start = time.perf_counter()
-            try:
-                tables[part] = fn()
-            except Exception:
-                traceback.print_exc()
-                tables[part] = [{"part_error": traceback.format_exc(limit=3)}]
-            print(f"[{part}: {time.perf_counter() - start:.1f} s]", flush=True)
+    )
+    tables = run_parts(parts, args.parts)
     meta = {
         "date": date.today().isoformat(),
         "command": "python " + " ".join(sys.argv),
