@@ -116,7 +116,7 @@ class IsoNextTorch(nn.Module):
 
 
 class StyleVelocityTorch(nn.Module):
-    """``jaxdiff.cli.style_transfer.StyleVelocity`` in PyTorch: one-hot style ids, id ``K``
+    """``jaxdiff.nets.StyleVelocity`` in PyTorch: one-hot style ids, id ``K``
     (``num_styles``) the null style (mask 0); the IsoNext is the attribute ``isonext``."""
 
     def __init__(self, cfg: IsoNextConfig, num_styles: int):

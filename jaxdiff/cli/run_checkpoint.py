@@ -21,7 +21,13 @@ import dataclasses
 import json
 from pathlib import Path
 
-__all__ = ["RUN_CONFIG", "TrainCheckpoint", "find_train_checkpoint", "restore_train_params"]
+__all__ = [
+    "RUN_CONFIG",
+    "TrainCheckpoint",
+    "committed_steps",
+    "find_train_checkpoint",
+    "restore_train_params",
+]
 
 RUN_CONFIG = "config.json"
 _CHECKPOINTS = "checkpoints"
@@ -49,7 +55,8 @@ class TrainCheckpoint:
         return self.run_dir / RUN_CONFIG
 
 
-def _committed_steps(checkpoints: Path) -> list[int]:
+def committed_steps(checkpoints: Path) -> list[int]:
+    """Sorted step numbers of the committed ``checkpoints/<step>`` folders (none: ``[]``)."""
     if not checkpoints.is_dir():
         return []
     return sorted(int(p.name) for p in checkpoints.iterdir() if p.is_dir() and p.name.isdigit())
@@ -91,7 +98,7 @@ def find_train_checkpoint(source: Path) -> TrainCheckpoint | None:
         return TrainCheckpoint(run_dir, source, int(source.name))
     if not source.is_dir() or not _looks_like_run(source):
         return None
-    steps = _committed_steps(source / _CHECKPOINTS)
+    steps = committed_steps(source / _CHECKPOINTS)
     if not steps:
         raise FileNotFoundError(
             f"--from {source} is a `jaxdiff train` run directory without checkpoints "

@@ -11,7 +11,7 @@ The PyTorch original's three scripts as one command::
 keys: ``model.hidden_dim``, ``model.num_layers``, ``model.num_styles``,
 ``training.batch_size``, ``training.lr``, ``training.stage1_epochs``,
 ``training.label_drop_prob``). It trains a
-:class:`~jaxdiff.cli.style_transfer.StyleVelocity` (IsoNext + style ids) with OT-CFM
+:class:`~jaxdiff.nets.StyleVelocity` (IsoNext + style ids) with OT-CFM
 (exact minibatch pairs, within each style by default: torchcfm#117 reports global
 pairing hurting conditional generation) and label dropout to the null style id, in
 ``<output_dir>/<hash>/`` (:func:`jaxdiff.train.run_directory`: the hash covers
@@ -330,9 +330,9 @@ def train_style(cfg: dict, job: dict | None = None, log=None) -> dict:
     import jax
     import jax.numpy as jnp
 
-    from jaxdiff.cli.style_transfer import StyleVelocity, card_of, write_card
+    from jaxdiff.cli.style_transfer import card_of, write_card
     from jaxdiff.counting.plots import plot_loss
-    from jaxdiff.nets import bind
+    from jaxdiff.nets import StyleVelocity, bind
     from jaxdiff.train import array_batches, fit, read_metrics, run_directory
 
     say = log or (lambda message: None)

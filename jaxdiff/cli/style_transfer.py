@@ -1,12 +1,9 @@
 """The style model of ``jaxdiff style`` and its ``transfer`` and ``preprocess`` commands.
 
-Model. :class:`StyleVelocity` is an :class:`~jaxdiff.nets.IsoNext` told a style index
-``s`` in ``0..K-1`` or the null id ``K``: its style vector is ``one_hot(s, K)`` (zeros
-for ``K``) with the style mask ``s < K``, so IsoNext's style MLP on a one-hot is a
-learned embedding table and the null id is IsoNext's unconditional branch -- the id
-:class:`~jaxdiff.flows.CFMObjective` drops labels to (label dropout) and guidance
-evaluates. Time: the model is told ``t`` in ``[0, 1]`` (objective ``time_scale=1``,
-``FlowSchedule.create(num_train_timesteps=1)``); IsoNext scales it internally.
+Model: :class:`jaxdiff.nets.StyleVelocity` (an IsoNext told a style id, ``K`` the null
+id that label dropout and guidance use). Time: the model is told ``t`` in ``[0, 1]``
+(objective ``time_scale=1``, ``FlowSchedule.create(num_train_timesteps=1)``); IsoNext
+scales it internally.
 
 A ``jaxdiff style train`` run directory holds ``style_model.json`` (:func:`write_card`:
 the IsoNext config, ``num_styles``, image and latent shapes, pixel or VAE latents) and
@@ -28,18 +25,16 @@ import json
 import time
 from pathlib import Path
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxdiff._atomic import atomic_write
 from jaxdiff.cli.config import ConfigError
-from jaxdiff.nets import IsoNext, IsoNextConfig
+from jaxdiff.nets import IsoNextConfig, StyleVelocity
 
 __all__ = [
     "CARD",
-    "StyleVelocity",
     "card_of",
     "read_card",
     "run_preprocess",
@@ -51,26 +46,6 @@ __all__ = [
 
 CARD = "style_model.json"
 _FORMAT = "jaxdiff.style_model"
-
-
-class StyleVelocity(nn.Module):
-    """``v(x [B, H, W, C], t [B] in [0, 1], style [B] int in 0..K) -> [B, H, W, C]``.
-
-    Attributes:
-      config: the IsoNext, with ``style_dim == num_styles``.
-      num_styles: ``K``; the id ``K`` is the null (unconditional) style.
-    """
-
-    config: IsoNextConfig
-    num_styles: int
-
-    @nn.compact
-    def __call__(self, x, t, style):
-        """The velocity at ``(x, t)`` under style ids ``style`` (see the class)."""
-        ids = jnp.asarray(style)
-        vector = jax.nn.one_hot(ids, self.num_styles, dtype=jnp.float32)
-        keep = (ids < self.num_styles).astype(jnp.float32)
-        return IsoNext(self.config, name="isonext")(x, t, vector, style_mask=keep)
 
 
 def write_card(run_dir: Path, card: dict) -> Path:
@@ -90,7 +65,7 @@ def read_card(checkpoint) -> tuple[dict, StyleVelocity, Path]:
     Raises:
       FileNotFoundError / ValueError naming ``--checkpoint``.
     """
-    from jaxdiff.cli.run_checkpoint import _committed_steps
+    from jaxdiff.cli.run_checkpoint import committed_steps
 
     path = Path(checkpoint).absolute()  # Orbax reads absolute paths only
     step_dir = None
@@ -110,7 +85,7 @@ def read_card(checkpoint) -> tuple[dict, StyleVelocity, Path]:
         module = StyleVelocity(IsoNextConfig(**card["isonext"]), int(card["num_styles"]))
     except Exception as err:  # noqa: BLE001 - any damage to the card reads the same
         raise ValueError(f"--checkpoint {checkpoint}: {CARD} is damaged ({err!r:.120})") from None
-    steps = _committed_steps(path / "checkpoints")
+    steps = committed_steps(path / "checkpoints")
     if step_dir is None and steps:
         step_dir = path / "checkpoints" / str(steps[-1])
     if step_dir is None or not step_dir.is_dir():
@@ -235,7 +210,7 @@ def transfer_latents(
 def _codec(card: dict, batch_size: int):
     """``(encode, decode)`` between images and the run's latents (identity for pixels)."""
     from jaxdiff.flows import vae_encode_fn
-    from jaxdiff.flows.latent_files import _encode_all
+    from jaxdiff.flows.latent_files import encode_batched
 
     if card["latents"] == "pixel":
         return (lambda x: x), (lambda z: z)
@@ -246,8 +221,8 @@ def _codec(card: dict, batch_size: int):
         lambda z: module.apply({"params": params}, z / scale + shift, method=module.decode)
     )
     return (
-        lambda x: (_encode_all(mean, x, batch_size) - shift) * scale,
-        lambda z: _encode_all(back, z, batch_size),
+        lambda x: (encode_batched(mean, x, batch_size) - shift) * scale,
+        lambda z: encode_batched(back, z, batch_size),
     )
 
 
@@ -287,10 +262,10 @@ def _inputs(arg: str, out_arg: str) -> list[tuple[Path, Path]]:
 
 def _read(path: Path, shape: tuple) -> np.ndarray:
     """One image in [-1, 1], checked as :func:`~jaxdiff.data.load_style_folders` does."""
-    from jaxdiff.data.style_folders import _read_image
+    from jaxdiff.data.style_folders import read_image
 
     with _argument("--input"):
-        arr = _read_image(path, None)
+        arr = read_image(path, None)
     if arr.shape != shape:
         raise ValueError(
             f"--input {path}: image has (height, width, channels) = {arr.shape}; the model "

@@ -19,7 +19,7 @@ import numpy as np
 
 from jaxdiff._validation import check_bool, check_int_range
 
-__all__ = ["load_style_folders", "write_style_folders"]
+__all__ = ["load_style_folders", "read_image", "write_style_folders"]
 
 _STYLE_DIR = re.compile(r"style_(\d+)")
 _SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -67,8 +67,15 @@ def _image_files(folder: Path) -> list[Path]:
     return files
 
 
-def _read_image(path: Path, size: tuple[int, int] | None) -> np.ndarray:
-    """``[H, W, C]`` float64 in [0, 1]; resized to ``size`` (Lanczos) when given."""
+def read_image(path: Path, size: tuple[int, int] | None = None) -> np.ndarray:
+    """One image file as ``[H, W, C]`` float64 in [0, 1], resized to ``size`` if given.
+
+    Grey, RGB or RGBA as stored (16-bit greys scaled by 65535); ``size = (H, W)`` resizes
+    by Lanczos (no 8-bit rounding, overshoot clipped).
+
+    Raises:
+      ValueError: naming ``path`` when the file is not a readable image.
+    """
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -140,7 +147,7 @@ def load_style_folders(root, *, image_size=None, channels=None, resize=False):
     images, styles = [], []
     for k, folder in enumerate(_style_dirs(Path(root))):
         for path in _image_files(folder):
-            arr = _read_image(path, size if resize else None)
+            arr = read_image(path, size if resize else None)
             if expected is None:
                 expected = (*(size or arr.shape[:2]), channels or arr.shape[2])
                 source = source or f" (the shape of the first image, {path})"

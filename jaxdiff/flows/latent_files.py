@@ -18,7 +18,13 @@ from jaxdiff._atomic import atomic_write
 from jaxdiff._validation import check_bool, check_int_range, check_real
 from jaxdiff.data.style_folders import _check_images, _check_labels
 
-__all__ = ["StyleLatents", "load_latents", "preprocess_to_latents", "vae_encode_fn"]
+__all__ = [
+    "StyleLatents",
+    "encode_batched",
+    "load_latents",
+    "preprocess_to_latents",
+    "vae_encode_fn",
+]
 
 _FORMAT = "jaxdiff.style_latents"
 _KEYS = ("latents", "labels", "metadata")
@@ -48,8 +54,15 @@ def vae_encode_fn(module, params):
     return jax.jit(autoencoder_kl_mean)
 
 
-def _encode_all(encode, images: np.ndarray, batch_size: int) -> np.ndarray:
-    """``encode`` over batches; a short last batch is zero-padded (one compiled shape)."""
+def encode_batched(encode, images: np.ndarray, batch_size: int) -> np.ndarray:
+    """``encode`` over ``images [N, ...]`` in batches; float32 latents ``[N, ...]``.
+
+    A short last batch of ``batch_size`` is zero-padded (one compiled shape), the padding
+    dropped.
+
+    Raises:
+      ValueError: ``encode`` returns the wrong leading size or non-finite latents.
+    """
     out = []
     for start in range(0, images.shape[0], batch_size):
         batch = images[start : start + batch_size]
@@ -115,7 +128,7 @@ def preprocess_to_latents(
         raise TypeError(f"encode must be callable or None, got {type(encode).__name__}")
     if encoder_name is None:
         encoder_name = "pixels" if encode is None else getattr(encode, "__name__", "encode")
-    raw = arr if encode is None else _encode_all(encode, arr, batch_size)
+    raw = arr if encode is None else encode_batched(encode, arr, batch_size)
     latents = ((raw - shift_factor) * scaling_factor).astype(np.float32)
     meta = dict(
         format=_FORMAT, encoder=str(encoder_name), scaling_factor=scaling_factor,

@@ -19,11 +19,12 @@ One step. Example ``k``'s key splits as in ``FlowMatchingObjective``, ``(k_t, k_
 
 1. **Coupling** (:meth:`CFMObjective.couple`): ``"independent"`` keeps the rows (I-CFM);
    ``"exact"`` permutes the ``x1`` rows by the minibatch OT assignment of the cost
-   ``|x0_i - x1_j|^2`` (OT-CFM, Tong et al. 2023; an auction on device, inside ``jit``:
-   :func:`jaxdiff.ot.ot_pairs`); ``"sinkhorn"`` draws ``B`` index pairs with replacement
-   from the entropic plan (SB-CFM). ``class_conditional`` pairs within equal labels only
-   (torchcfm#117: global pairing can hurt conditional generation). Pairs are formed within
-   the batch the objective sees (under micro-batching: each micro-batch); the Sinkhorn
+   ``|x0_i - x1_j|^2`` (OT-CFM, Tong et al. 2023; shortest augmenting paths or an
+   auction, on device, inside ``jit``: :func:`jaxdiff.ot.ot_pairs`); ``"sinkhorn"`` draws
+   ``B`` index pairs with replacement from the entropic plan (SB-CFM).
+   ``class_conditional`` pairs within equal labels only (torchcfm#117: global pairing can
+   hurt conditional generation). Pairs are formed within the batch the objective sees
+   (under micro-batching: each micro-batch); the Sinkhorn
    draw uses ``fold_in(key_0, 2)``.
 2. ``t`` from the :class:`TimeSampler`; ``x_t, z = path.sample_xt``.
 3. Label dropout for classifier-free guidance (Ho & Salimans 2021): with ``num_classes``
@@ -59,7 +60,7 @@ from jaxdiff.flows.paths import (
     interpolant_path,
     schrodinger_bridge_path,
 )
-from jaxdiff.ot.pairs import MAX_SINKHORN_ITERATIONS, ot_pairs
+from jaxdiff.ot.pairs import MAX_SINKHORN_ITERATIONS, SOLVERS, ot_pairs
 from jaxdiff.train.objectives import _float_data, _mse, _noise, _number, as_batch
 
 __all__ = [
@@ -151,7 +152,8 @@ class CFMObjective:
     (absolute Sinkhorn regularisation, POT's ``reg``; ``"sinkhorn"`` only),
     ``label_drop_prob`` and ``score_weight``. Static: ``coupling``, ``class_conditional``
     (pair within labels), ``num_classes`` (the model is told labels; None: not),
-    ``score_head`` and ``max_iterations`` (Sinkhorn's cap).
+    ``score_head``, ``max_iterations`` (Sinkhorn's cap) and ``solver`` (the exact
+    coupling's assignment solver, :data:`jaxdiff.ot.pairs.SOLVERS`).
     """
 
     path: ProbabilityPath
@@ -165,6 +167,7 @@ class CFMObjective:
     num_classes: int | None = struct.field(pytree_node=False, default=None)
     score_head: bool = struct.field(pytree_node=False, default=False)
     max_iterations: int = struct.field(pytree_node=False, default=2000)
+    solver: str = struct.field(pytree_node=False, default="shortest_path")
 
     @classmethod
     def create(
@@ -181,6 +184,7 @@ class CFMObjective:
         score_head: bool = False,
         score_weight=1.0,
         max_iterations: int = 2000,
+        solver: str = "shortest_path",
     ) -> CFMObjective:
         """Validate and build; the arguments are the attributes.
 
@@ -237,6 +241,7 @@ class CFMObjective:
             max_iterations=check_int_range(
                 "max_iterations", max_iterations, 1, MAX_SINKHORN_ITERATIONS
             ),
+            solver=check_choice("solver", solver, SOLVERS),
         )
 
     def _labels(self, batch, name: str, n: int):
@@ -293,6 +298,8 @@ class CFMObjective:
             options = dict(labels0=labels, labels1=labels if labels1 is None else labels1)
         if self.coupling == "sinkhorn":
             options.update(epsilon=self.epsilon, max_iterations=self.max_iterations)
+        else:
+            options.update(solver=self.solver)
         pairs = ot_pairs(
             jax.random.fold_in(keys[0], 2),
             x0,

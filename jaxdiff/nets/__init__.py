@@ -8,7 +8,7 @@ from jaxdiff.nets.attention import Attention, BasicTransformerBlock, FeedForward
 from jaxdiff.nets.bind import BoundModel, bind
 from jaxdiff.nets.config import HighResModelConfig
 from jaxdiff.nets.embeddings import GaussianFourierProjection, TimestepMLP, sinusoidal_embedding
-from jaxdiff.nets.isonext import AdaGN, IsoNext, IsoNextBlock, IsoNextConfig
+from jaxdiff.nets.isonext import AdaGN, IsoNext, IsoNextBlock, IsoNextConfig, StyleVelocity
 from jaxdiff.nets.lora import (
     LoRADense,
     init_adapters,
@@ -44,6 +44,7 @@ __all__ = [
     "MidBlock",
     "ResidualMLP",
     "ResnetBlock2D",
+    "StyleVelocity",
     "TimestepMLP",
     "Transformer2D",
     "UNet",

@@ -31,7 +31,7 @@ from jaxdiff.nets.config import _DTYPES
 from jaxdiff.nets.embeddings import TimestepMLP, sinusoidal_embedding
 from jaxdiff.nets.resnet import group_norm
 
-__all__ = ["AdaGN", "IsoNext", "IsoNextBlock", "IsoNextConfig"]
+__all__ = ["AdaGN", "IsoNext", "IsoNextBlock", "IsoNextConfig", "StyleVelocity"]
 
 _PADDING = {"zeros": "SAME", "circular": "CIRCULAR"}
 
@@ -286,3 +286,30 @@ class IsoNext(nn.Module):
             h = block(cfg, name=f"blocks_{i}")(h, cond)
         h = group_norm(h, groups=cfg.groups, eps=cfg.norm_eps, name="norm_out")
         return nn.Conv(cfg.out_channels, (3, 3), name="output_proj", **conv)(h)
+
+
+class StyleVelocity(nn.Module):
+    """``v(x [B, H, W, C], t [B] in [0, 1], style [B] int in 0..K) -> [B, H, W, C]``.
+
+    The style-transfer model (``jaxdiff style``): an :class:`IsoNext` told a style id
+    ``s`` in ``0..K-1`` or the null id ``K``. Its style vector is ``one_hot(s, K)`` (zeros
+    for ``K``) with the style mask ``s < K``, so IsoNext's style MLP on a one-hot is a
+    learned embedding table and the null id is IsoNext's unconditional branch -- the id
+    :class:`~jaxdiff.flows.CFMObjective` drops labels to (label dropout) and guidance
+    evaluates.
+
+    Attributes:
+      config: the IsoNext, with ``style_dim == num_styles``.
+      num_styles: ``K``; the id ``K`` is the null (unconditional) style.
+    """
+
+    config: IsoNextConfig
+    num_styles: int
+
+    @nn.compact
+    def __call__(self, x, t, style):
+        """The velocity at ``(x, t)`` under style ids ``style`` (see the class)."""
+        ids = jnp.asarray(style)
+        vector = jax.nn.one_hot(ids, self.num_styles, dtype=jnp.float32)
+        keep = (ids < self.num_styles).astype(jnp.float32)
+        return IsoNext(self.config, name="isonext")(x, t, vector, style_mask=keep)

@@ -21,7 +21,7 @@ import numpy as np
 
 from jaxdiff._validation import check_int_range
 
-__all__ = ["MAX_ROUNDS", "assignment", "auction"]
+__all__ = ["MAX_ROUNDS", "auction"]
 
 #: Upper bound accepted for ``max_rounds`` (a safety net, not a tuning knob).
 MAX_ROUNDS = 10**7
@@ -99,13 +99,3 @@ def auction(cost: jax.Array, *, max_rounds: int = 100_000) -> tuple[jax.Array, j
     slot = jnp.cumsum(obj < 0) - 1
     perm = jnp.where(obj >= 0, obj, free_cols[jnp.clip(slot, 0, n - 1)]).astype(jnp.int32)
     return perm, finished
-
-
-def assignment(cost: jax.Array, *, max_rounds: int = 100_000) -> jax.Array:
-    """Minimum-cost permutation for a square cost ``[n, n]``: ``perm[i]`` is i's partner.
-
-    The permutation of :func:`auction` (see the module docstring for the tolerance);
-    jit-able. Use :func:`auction` (or :func:`~jaxdiff.ot.ot_pairs`) to know whether the
-    auction finished within ``max_rounds``.
-    """
-    return auction(cost, max_rounds=max_rounds)[0]

@@ -7,8 +7,10 @@ torchcfm (which calls POT on the CPU), both methods here run on device inside ``
 
 Cost: ``C_ij = |x0_i - x1_j|^2`` with trailing dimensions flattened.
 
-* ``method="exact"``: an optimal permutation by the auction algorithm
-  (:func:`jaxdiff.ot.auction.auction`; optimal up to float32 rounding).
+* ``method="exact"``: an optimal permutation, by shortest augmenting paths
+  (``solver="shortest_path"``, :func:`jaxdiff.ot.shortest_path.shortest_path_assignment`,
+  scipy's algorithm; the default) or by the auction algorithm (``solver="auction"``,
+  :func:`jaxdiff.ot.auction.auction`; optimal up to ``1e-5`` of the cost range).
 * ``method="sinkhorn"``: an entropic plan from :func:`jaxdiff.ot.sinkhorn` (the library's
   one Sinkhorn front door), then ``n`` index pairs drawn from the plan with replacement
   (a row from the plan's row masses, then a column from that row: the same law as
@@ -42,13 +44,16 @@ from jaxdiff._validation import (
     check_real_array,
     concrete_value,
 )
-from jaxdiff.ot.auction import MAX_ROUNDS, assignment, auction
+from jaxdiff.ot.auction import MAX_ROUNDS, auction
 from jaxdiff.ot.checks import positive_scalar
+from jaxdiff.ot.shortest_path import shortest_path_assignment
 from jaxdiff.ot.sinkhorn import sinkhorn
 
-__all__ = ["METHODS", "Pairs", "assignment", "ot_pairs"]
+__all__ = ["METHODS", "SOLVERS", "Pairs", "assignment", "ot_pairs"]
 
 METHODS = ("exact", "sinkhorn")
+#: Solvers of the exact assignment; see :func:`assignment`.
+SOLVERS = ("shortest_path", "auction")
 #: Upper bound accepted for ``max_iterations`` of the Sinkhorn pairing.
 MAX_SINKHORN_ITERATIONS = 100_000
 
@@ -62,11 +67,12 @@ class Pairs:
       x1: ``[n, ...]`` target rows ``x1[j]``.
       i: ``[n]`` int32 source indices (``arange(n)`` for ``method="exact"``).
       j: ``[n]`` int32 target indices (a permutation for ``method="exact"``).
-      converged: bool scalar. Exact: the auction finished and the inputs were finite.
+      converged: bool scalar. Exact: the solver finished and the inputs were finite.
         Sinkhorn: :attr:`OTResult.converged` (marginal error below the threshold, finite
         inputs and ``epsilon``).
       auction_finished: bool scalar, False when the auction ran out of ``max_rounds`` and
-        its greedy completion filled some rows (always True for ``method="sinkhorn"``).
+        its greedy completion filled some rows (always True for ``solver="shortest_path"``
+        and ``method="sinkhorn"``).
       all_finite: bool scalar, all entries of ``x0`` and ``x1`` are finite.
       method: static, ``"exact"`` or ``"sinkhorn"``.
     """
@@ -84,6 +90,31 @@ class Pairs:
     def create(cls, **kwargs) -> Pairs:
         """Build a result from keyword fields (see the class attributes)."""
         return cls(**kwargs)
+
+
+def _solve(cost, solver, max_rounds):
+    """``(perm, finished)`` of a finite square cost by the named solver (checked)."""
+    if solver == "auction":
+        return auction(cost, max_rounds=max_rounds)
+    return shortest_path_assignment(cost), jnp.asarray(True)
+
+
+def assignment(
+    cost: jax.Array, *, solver: str = "shortest_path", max_rounds: int = 100_000
+) -> jax.Array:
+    """Minimum-cost permutation for a finite square cost ``[n, n]``: ``perm[i]`` is i's partner.
+
+    ``solver``: ``"shortest_path"`` (exact; fastest on the CPU) or ``"auction"`` (optimal
+    up to ``1e-5`` of the cost range, data-parallel rounds; ``max_rounds`` per eps phase,
+    see :func:`jaxdiff.ot.auction.auction`, which also says whether it finished). Static.
+    jit-able.
+    """
+    solver = check_choice("solver", solver, SOLVERS)
+    max_rounds = check_int_range("max_rounds", max_rounds, 1, MAX_ROUNDS)
+    cost = jnp.asarray(cost)
+    if cost.ndim != 2 or cost.shape[0] != cost.shape[1] or cost.shape[0] < 1:
+        raise ValueError(f"cost must be square [n, n] with n >= 1, got shape {cost.shape}")
+    return _solve(cost, solver, max_rounds)[0]
 
 
 def _check_labels(labels0, labels1, n):
@@ -121,6 +152,7 @@ def ot_pairs(
     labels0: jax.Array | None = None,
     labels1: jax.Array | None = None,
     max_iterations: int = 2000,
+    solver: str = "shortest_path",
     max_rounds: int = 100_000,
 ) -> Pairs:
     """Re-pair two batches ``[n, ...]`` along a minibatch OT coupling.
@@ -130,7 +162,7 @@ def ot_pairs(
         deterministic, the key is still checked).
       x0: source batch ``[n, ...]``, real (floating or integer), ``n >= 1``.
       x1: target batch ``[n, ...]`` (same shape as ``x0``).
-      method: ``"exact"`` (optimal permutation, auction) or ``"sinkhorn"`` (sample ``n``
+      method: ``"exact"`` (optimal permutation) or ``"sinkhorn"`` (sample ``n``
         pairs with replacement from the entropic plan). Static.
       epsilon: entropic regularisation for ``"sinkhorn"``, finite and ``> 0`` (traced;
         checked for every method when concrete).
@@ -140,6 +172,8 @@ def ot_pairs(
       labels0: optional integer labels ``[n]`` of ``x0`` for class-conditional pairing.
       labels1: labels ``[n]`` of ``x1``; given together with ``labels0``.
       max_iterations: Sinkhorn iteration cap, in ``[1, 100_000]``. Static.
+      solver: the exact method's solver, ``"shortest_path"`` or ``"auction"`` (see
+        :func:`assignment`). Static.
       max_rounds: auction rounds per eps phase, in ``[1, 10**7]``. Static.
 
     Returns:
@@ -157,6 +191,7 @@ def ot_pairs(
     method = check_choice("method", method, METHODS)
     relative_epsilon = check_bool("relative_epsilon", relative_epsilon)
     max_iterations = check_int_range("max_iterations", max_iterations, 1, MAX_SINKHORN_ITERATIONS)
+    solver = check_choice("solver", solver, SOLVERS)
     max_rounds = check_int_range("max_rounds", max_rounds, 1, MAX_ROUNDS)
     x0, x1 = check_real_array("x0", x0), check_real_array("x1", x1)
     if x0.shape != x1.shape:
@@ -179,9 +214,9 @@ def ot_pairs(
         if same is not None:  # any cross-label pair now costs more than any within-label one
             hi, lo = jnp.max(cost), jnp.min(cost)
             cost = jnp.where(same, cost, 2.0 * hi - lo + 1.0)
-        # Non-finite (traced) input: an identity-favouring cost, so the auction ends at once.
+        # Non-finite (traced) input: an identity-favouring cost (the solvers end at once).
         cost = jnp.where(all_finite, cost, 1.0 - jnp.eye(n, dtype=dtype))
-        j, finished = auction(cost, max_rounds=max_rounds)
+        j, finished = _solve(cost, solver, max_rounds)
         pairs = dict(i=ar, j=j, converged=finished & all_finite, auction_finished=finished)
     else:
         pairs = _sinkhorn_pairs(

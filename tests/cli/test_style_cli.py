@@ -13,7 +13,7 @@ from jaxdiff.cli.run_checkpoint import TrainCheckpoint, restore_train_params
 from jaxdiff.cli.style import compose, prepare
 from jaxdiff.cli.style_transfer import read_card, transfer_latents
 from jaxdiff.data.digit_styles import digit_styles
-from jaxdiff.data.style_folders import _read_image, write_style_folders
+from jaxdiff.data.style_folders import read_image, write_style_folders
 from jaxdiff.flows import load_latents
 
 QUICK = ["style", "train", "--config-name", "experiment_quick"]
@@ -101,7 +101,7 @@ def test_train_writes_outputs_skips_and_resumes(run):
 
 
 def _pixels(path):
-    return _read_image(path, None) * 2.0 - 1.0
+    return read_image(path, None) * 2.0 - 1.0
 
 
 def test_transfer_a_file_and_a_folder_to_the_other_style(run, digits, tmp_path, capsys):

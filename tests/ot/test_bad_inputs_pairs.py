@@ -88,6 +88,13 @@ pair_cases = st.one_of(
     st.tuples(st.just("max_iterations"), bad_count.map(lambda v: {"max_iterations": v})),
     st.tuples(st.just("max_rounds"), bad_count.map(lambda v: {"max_rounds": v})),
     st.tuples(
+        st.just("solver"),
+        st.one_of(
+            st.text(max_size=8).filter(lambda s: s.lower() not in ("shortest_path", "auction")),
+            st.integers(),
+        ).map(lambda m: {"solver": m}),
+    ),
+    st.tuples(
         st.just("labels0"),
         st.one_of(
             st.integers(0, 12).filter(lambda k: k != N).map(lambda k: np.zeros(k, np.int32)),

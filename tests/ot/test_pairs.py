@@ -27,10 +27,11 @@ def _cost(x0, x1):
     return ((a[:, None] - b[None]) ** 2).sum(-1)
 
 
+@pytest.mark.parametrize("solver", ["shortest_path", "auction"])
 @pytest.mark.parametrize("n,seed", [(1, 0), (2, 1), (7, 2), (32, 3), (64, 4), (64, 5)])
-def test_exact_matches_scipy(key, n, seed):
+def test_exact_matches_scipy(key, n, seed, solver):
     x0, x1 = _batches(n, seed)
-    out = ot_pairs(key, x0, x1, method="exact")
+    out = ot_pairs(key, x0, x1, method="exact", solver=solver)
     assert isinstance(out, Pairs) and out.method == "exact"
     assert out.i.dtype == jnp.int32 and out.j.dtype == jnp.int32
     assert bool(out.converged) and bool(out.auction_finished) and bool(out.all_finite)
@@ -44,14 +45,28 @@ def test_exact_matches_scipy(key, n, seed):
     np.testing.assert_allclose(c[i, j].sum(), c[r, s].sum(), rtol=1e-4)
 
 
-def test_assignment_on_float32_cost_matrix():
+@pytest.mark.parametrize("solver", ["shortest_path", "auction"])
+def test_assignment_on_float32_cost_matrix(solver):
     rng = np.random.default_rng(7)
     c = rng.random((48, 48)).astype(np.float32) * 100.0
-    perm = np.asarray(jax.jit(assignment)(c))
+    perm = np.asarray(jax.jit(lambda c: assignment(c, solver=solver))(c))
     np.testing.assert_array_equal(np.sort(perm), np.arange(48))
     r, s = linear_sum_assignment(c.astype(np.float64))
     ref = c.astype(np.float64)[r, s].sum()
     np.testing.assert_allclose(c.astype(np.float64)[np.arange(48), perm].sum(), ref, rtol=1e-4)
+
+
+def test_shortest_path_on_ties_and_larger_batches():
+    """Integer costs (many tied optima) and n = 200: the optimum cost, exactly."""
+    rng = np.random.default_rng(12)
+    ties = rng.integers(0, 3, size=(60, 60)).astype(np.float32)
+    x0, x1 = _batches(200, 13, shape=(2,))
+    for c in (ties, _cost(x0, x1).astype(np.float32)):
+        perm = np.asarray(jax.jit(assignment)(c))
+        np.testing.assert_array_equal(np.sort(perm), np.arange(len(c)))
+        r, s = linear_sum_assignment(c.astype(np.float64))
+        got = c.astype(np.float64)[np.arange(len(c)), perm].sum()
+        np.testing.assert_allclose(got, c.astype(np.float64)[r, s].sum(), rtol=1e-6)
 
 
 def test_image_shaped_batches(key):
@@ -187,7 +202,7 @@ def test_auction_out_of_rounds_reports_unfinished():
 
 def test_health_flags_report_unfinished_and_unconverged(key):
     x0, x1 = _batches(32, 8)
-    short = ot_pairs(key, x0, x1, method="exact", max_rounds=1)
+    short = ot_pairs(key, x0, x1, method="exact", solver="auction", max_rounds=1)
     assert not bool(short.auction_finished) and not bool(short.converged)
     assert bool(short.all_finite)
     np.testing.assert_array_equal(np.sort(np.asarray(short.j)), np.arange(32))
