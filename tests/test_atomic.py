@@ -1,11 +1,12 @@
 """atomic_write: the destination is the new file or untouched, and no temporary remains."""
 
 import os
+import stat
 from pathlib import Path
 
 import pytest
 
-from jaxdiff._atomic import atomic_write
+from jaxdiff._atomic import atomic_write, atomic_write_text
 
 
 def _failing_write(exc):
@@ -59,3 +60,18 @@ def test_fsync_flushes_the_written_temporary(tmp_path, monkeypatch, fsync):
     atomic_write(tmp_path / "out.bin", lambda tmp: Path(tmp).write_bytes(b"12345"), fsync=fsync)
     assert synced == ([5] if fsync else [])
     assert (tmp_path / "out.bin").read_bytes() == b"12345"
+
+
+def test_new_file_mode_follows_the_umask_and_a_replaced_file_keeps_its_mode(tmp_path):
+    old = os.umask(0o027)
+    try:
+        atomic_write_text(tmp_path / "new.txt", "a")
+        plain = tmp_path / "plain.txt"
+        plain.write_text("b")  # what open() gives under the same umask
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(tmp_path / "new.txt").st_mode) == 0o640
+    assert stat.S_IMODE(os.stat(plain).st_mode) == 0o640
+    os.chmod(plain, 0o604)
+    atomic_write_text(plain, "c")
+    assert stat.S_IMODE(os.stat(plain).st_mode) == 0o604 and plain.read_text() == "c"

@@ -31,6 +31,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from jaxdiff._atomic import atomic_write_text
 from jaxdiff.cli.config import (
     check_output_dir,
     checking,
@@ -297,6 +298,4 @@ def _write_outputs(run_dir: Path, bridge, key, held, generated, metrics: dict) -
     plot_loss(read_metrics(run_dir / "metrics.jsonl"), run_dir / "loss.png")
     plot_bridge_marginals(bridge, key, held["x"], held["x1"], run_dir / "bridge_marginals.png")
     plot_histograms(generated, held["x"], run_dir / "histograms.png", source=held["x1"])
-    tmp = run_dir / "metrics.json.tmp"
-    tmp.write_text(json.dumps(metrics, indent=2))
-    tmp.replace(run_dir / "metrics.json")
+    atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2))

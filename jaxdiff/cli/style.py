@@ -39,6 +39,7 @@ import json
 from pathlib import Path
 from typing import Optional
 
+from jaxdiff._atomic import atomic_write_text
 from jaxdiff.cli.config import (
     ConfigError,
     check_output_dir,
@@ -380,7 +381,5 @@ def train_style(cfg: dict, job: dict | None = None, log=None) -> dict:
         "class_conditional": cfg["objective"]["class_conditional"],
     }
     plot_loss(history, run_dir / "loss.png", title="OT-CFM velocity loss")
-    tmp = run_dir / "metrics.json.tmp"
-    tmp.write_text(json.dumps(metrics, indent=2))
-    tmp.replace(run_dir / "metrics.json")
+    atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2))
     return {"run_dir": str(run_dir), "metrics": metrics}

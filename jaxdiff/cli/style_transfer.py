@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdiff._atomic import atomic_write
+from jaxdiff._atomic import atomic_write, atomic_write_text
 from jaxdiff.cli.config import ConfigError
 from jaxdiff.nets import IsoNextConfig, StyleVelocity
 
@@ -51,7 +51,7 @@ _FORMAT = "jaxdiff.style_model"
 def write_card(run_dir: Path, card: dict) -> Path:
     """Write ``run_dir/style_model.json`` atomically (``card``: see :func:`read_card`)."""
     text = json.dumps({"format": _FORMAT, **card}, indent=2)
-    return atomic_write(Path(run_dir) / CARD, lambda tmp: Path(tmp).write_text(text))
+    return atomic_write_text(Path(run_dir) / CARD, text)
 
 
 def read_card(checkpoint) -> tuple[dict, StyleVelocity, Path]:

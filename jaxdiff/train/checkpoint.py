@@ -40,6 +40,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import serialization
 
+from jaxdiff._atomic import atomic_write_text
 from jaxdiff._validation import check_bool, check_int_range
 from jaxdiff.train.checkpoint_checks import (
     CheckpointMismatchError,
@@ -146,9 +147,7 @@ def run_directory(root, model_cfg, data_cfg, objective_cfg) -> Path:
         "objective": canonical_config(objective_cfg),
     }
     if jax.process_index() == 0:
-        tmp = path / "config.json.tmp"
-        tmp.write_text(json.dumps(cfg, indent=2, sort_keys=True))
-        tmp.replace(path / "config.json")
+        atomic_write_text(path / "config.json", json.dumps(cfg, indent=2, sort_keys=True))
     return path
 
 

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxdiff._atomic import atomic_write_text
+
 __all__ = ["MetricsWriter", "read_metrics"]
 
 
@@ -48,9 +50,7 @@ class MetricsWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if resume_step is not None and self.path.exists():
             kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= resume_step]
-            tmp = self.path.with_suffix(".jsonl.tmp")
-            tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
-            tmp.replace(self.path)
+            atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
         self._file = open(self.path, "a")  # noqa: SIM115 - closed in close()
 
     def write(self, step: int, metrics: dict) -> dict:
