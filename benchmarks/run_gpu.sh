@@ -5,7 +5,8 @@
 # quick: samplers, facade, demo, sinkhorn_small, unet_train, counting_bridge (~8 min);
 # sinkhorn: the online Sinkhorn rows at 65,536 points and the lse_dot kernel (~8 min).
 # schrodinger: FastSB-OT presets vs DPM-Solver++, the OT share, the originals (~8 min);
-# flows: 2-D CFM training vs torchcfm, IsoNext OT-CFM vs PyTorch, FlowODE vs diffrax (~6 min).
+# flows: exact assignment solvers vs scipy, 2-D CFM training vs torchcfm, IsoNext OT-CFM vs
+# PyTorch, FlowODE vs diffrax (~7 min).
 # The counting peer (njwfish/counting_flows) must be unpacked in .peer/counting_flows; the
 # Schrodinger-bridge originals (TSOR666/OT-diffusion-toolkit: FastSB-OT/fastsb_ot and
 # ATLAS/atlas) in .orig (diffusers is needed there too).
@@ -46,6 +47,7 @@ if [ "$part" = schrodinger ] || [ "$part" = all ]; then
     --peer .orig --out "$out/schrodinger.json"
 fi
 if [ "$part" = flows ] || [ "$part" = all ]; then
+  run assignment python3 benchmarks/assignment.py --out "$out/assignment.json"
   run flow_train env XLA_PYTHON_CLIENT_PREALLOCATE=false python3 benchmarks/flow_train.py \
     --out "$out/flow_train.json"
 fi
