@@ -23,26 +23,28 @@ def rescale_guidance(guided, cond, rescale):
     return jnp.where(rescale > 0, blended, guided)
 
 
-def check_contexts(context, uncond_context, batch: int):
+def check_contexts(context, uncond_context, batch: int, names=("context", "uncond_context")):
     """Validate shapes; return the unconditional context (zeros when none is given).
 
     ``context`` is ``[batch, ...]``; ``uncond_context`` must have the same shape.
+    ``names``: the two arguments' names as the caller's user knows them (messages).
     """
+    cond_name, uncond_name = names
     if context is None:
         if uncond_context is not None:
-            raise ValueError("negative_prompt_embeds given without prompt_embeds")
+            raise ValueError(f"{uncond_name} given without {cond_name}")
         return None
     if context.ndim < 1 or context.shape[0] != batch:
         raise ValueError(
-            f"prompt_embeds must have batch size {batch} (the latents' first axis); "
+            f"{cond_name} must have batch size {batch} (the latents' first axis); "
             f"got shape {tuple(context.shape)}"
         )
     if uncond_context is None:
         return jnp.zeros_like(context)
     if uncond_context.shape != context.shape:
         raise ValueError(
-            f"negative_prompt_embeds shape {tuple(uncond_context.shape)} must equal "
-            f"prompt_embeds shape {tuple(context.shape)}"
+            f"{uncond_name} shape {tuple(uncond_context.shape)} must equal "
+            f"{cond_name} shape {tuple(context.shape)}"
         )
     return uncond_context.astype(context.dtype)
 

@@ -235,7 +235,12 @@ class AdvancedSamplingManager:
             prompt_embeds = _check_array("prompt_embeds", prompt_embeds)
         if negative_prompt_embeds is not None:
             negative_prompt_embeds = _check_array("negative_prompt_embeds", negative_prompt_embeds)
-        uncond = check_contexts(prompt_embeds, negative_prompt_embeds, latents.shape[0])
+        uncond = check_contexts(
+            prompt_embeds,
+            negative_prompt_embeds,
+            latents.shape[0],
+            names=("prompt_embeds", "negative_prompt_embeds"),
+        )
         scale = self.sampling_config.guidance_scale if guidance_scale is None else guidance_scale
         scale = check_real("guidance_scale", scale)
         for field, flag in (("return_trajectory", return_trajectory), ("debug", debug)):

@@ -58,12 +58,17 @@ def test_rescale_zero_keeps_constant_output_finite():
 def test_contexts_validation():
     assert check_contexts(None, None, 3) is None
     np.testing.assert_array_equal(check_contexts(jnp.ones((3, 2)), None, 3), jnp.zeros((3, 2)))
-    with pytest.raises(ValueError, match="prompt_embeds"):
+    diffusers = ("prompt_embeds", "negative_prompt_embeds")
+    with pytest.raises(ValueError, match="^context must have batch size 3"):
         check_contexts(jnp.ones((4, 2)), None, 3)
-    with pytest.raises(ValueError, match="negative_prompt_embeds"):
+    with pytest.raises(ValueError, match="^prompt_embeds must have batch size 3"):
+        check_contexts(jnp.ones((4, 2)), None, 3, names=diffusers)
+    with pytest.raises(ValueError, match="^uncond_context shape .* must equal context shape"):
         check_contexts(jnp.ones((3, 2)), jnp.ones((3, 5)), 3)
-    with pytest.raises(ValueError, match="negative_prompt_embeds"):
-        check_contexts(None, jnp.ones((3, 5)), 3)
+    with pytest.raises(ValueError, match="^negative_prompt_embeds shape"):
+        check_contexts(jnp.ones((3, 2)), jnp.ones((3, 5)), 3, names=diffusers)
+    with pytest.raises(ValueError, match="^negative_prompt_embeds given without prompt_embeds"):
+        check_contexts(None, jnp.ones((3, 5)), 3, names=diffusers)
 
 
 def test_guidance_scale_traced_under_jit():
