@@ -1,5 +1,6 @@
-"""Import and export weights: state-dict files, name/shape checks, diffusers UNets and VAEs."""
+"""Import and export weights: state dicts, diffusers UNets / VAEs, transformers CLIP text."""
 
+from jaxdiff.interop.clip_text import clip_text_from_transformers
 from jaxdiff.interop.diffusers_config import config_from_diffusers, config_to_diffusers
 from jaxdiff.interop.diffusers_unet import unet_from_diffusers, unet_to_diffusers_state_dict
 from jaxdiff.interop.diffusers_vae import (
@@ -14,6 +15,7 @@ from jaxdiff.interop.state_dict import load_state_dict, save_safetensors
 __all__ = [
     "StateDictMismatchError",
     "check_state_dict",
+    "clip_text_from_transformers",
     "config_from_diffusers",
     "config_to_diffusers",
     "load_state_dict",

@@ -1,11 +1,12 @@
 """Flax linen networks (NHWC).
 
 Time embeddings, the diffusers-compatible UNet and AutoencoderKL, LoRA, IsoNext
-(isotropic ConvNeXt with AdaGN) and MLPs.
+(isotropic ConvNeXt with AdaGN), the CLIP text encoder (transformers' structure) and MLPs.
 """
 
 from jaxdiff.nets.attention import Attention, BasicTransformerBlock, FeedForward, Transformer2D
 from jaxdiff.nets.bind import BoundModel, bind
+from jaxdiff.nets.clip_text import CLIPTextConfig, CLIPTextModel, CLIPTextOutput
 from jaxdiff.nets.config import HighResModelConfig
 from jaxdiff.nets.embeddings import GaussianFourierProjection, TimestepMLP, sinusoidal_embedding
 from jaxdiff.nets.isonext import AdaGN, IsoNext, IsoNextBlock, IsoNextConfig, StyleVelocity
@@ -29,6 +30,9 @@ __all__ = [
     "AutoencoderKL",
     "BasicTransformerBlock",
     "BoundModel",
+    "CLIPTextConfig",
+    "CLIPTextModel",
+    "CLIPTextOutput",
     "Decoder",
     "DownBlock",
     "Downsample2D",
