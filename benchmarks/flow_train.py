@@ -262,7 +262,7 @@ def part_2d(cfg, torch, dev) -> list[dict]:
     methods = [
         ("I-CFM", 0.1, cfm_objective(0.1), torchcfm.ConditionalFlowMatcher(sigma=0.1)),
         (
-            "OT-CFM (exact, shortest_path)", 0.1, ot_cfm_objective(0.1),
+            "OT-CFM (exact, shortest_path)", 0.1, ot_cfm_objective(0.1, solver="shortest_path"),
             torchcfm.ExactOptimalTransportConditionalFlowMatcher(sigma=0.1),
         ),
         (

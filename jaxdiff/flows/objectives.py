@@ -167,7 +167,7 @@ class CFMObjective:
     num_classes: int | None = struct.field(pytree_node=False, default=None)
     score_head: bool = struct.field(pytree_node=False, default=False)
     max_iterations: int = struct.field(pytree_node=False, default=2000)
-    solver: str = struct.field(pytree_node=False, default="shortest_path")
+    solver: str = struct.field(pytree_node=False, default="auto")
 
     @classmethod
     def create(
@@ -184,7 +184,7 @@ class CFMObjective:
         score_head: bool = False,
         score_weight=1.0,
         max_iterations: int = 2000,
-        solver: str = "shortest_path",
+        solver: str = "auto",
     ) -> CFMObjective:
         """Validate and build; the arguments are the attributes.
 

@@ -90,7 +90,9 @@ pair_cases = st.one_of(
     st.tuples(
         st.just("solver"),
         st.one_of(
-            st.text(max_size=8).filter(lambda s: s.lower() not in ("shortest_path", "auction")),
+            st.text(max_size=8).filter(
+                lambda s: s.lower() not in ("auto", "shortest_path", "auction")
+            ),
             st.integers(),
         ).map(lambda m: {"solver": m}),
     ),

@@ -56,6 +56,25 @@ def test_assignment_on_float32_cost_matrix(solver):
     np.testing.assert_allclose(c.astype(np.float64)[np.arange(48), perm].sum(), ref, rtol=1e-4)
 
 
+def test_auto_solver_is_shortest_path_on_the_cpu(monkeypatch):
+    """``solver="auto"``, as measured: shortest paths on the CPU, the auction elsewhere."""
+    import jaxdiff.ot.pairs as pairs_module
+
+    calls = []
+    real = pairs_module.auction
+    monkeypatch.setattr(pairs_module, "auction", lambda c, **kw: calls.append(1) or real(c, **kw))
+    c = _cost(*_batches(16, 4)).astype(np.float32)
+    assert jax.default_backend() == "cpu"
+    auto = np.asarray(assignment(c))
+    np.testing.assert_array_equal(auto, np.asarray(assignment(c, solver="shortest_path")))
+    assert calls == []
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    np.testing.assert_array_equal(
+        np.asarray(assignment(c)), np.asarray(assignment(c, solver="auction"))
+    )
+    assert len(calls) == 2
+
+
 def test_shortest_path_on_ties_and_larger_batches():
     """Integer costs (many tied optima) and n = 200: the optimum cost, exactly."""
     rng = np.random.default_rng(12)
