@@ -12,8 +12,8 @@ Cost: ``C_ij = |x0_i - x1_j|^2`` with trailing dimensions flattened.
   scipy's algorithm) or by the auction algorithm (``solver="auction"``,
   :func:`jaxdiff.ot.auction.auction`; optimal up to ``1e-5`` of the cost range).
   ``solver="auto"`` (the default) takes the faster one measured on the backend
-  (``benchmarks/RESULTS.md``, n = 256): shortest paths on the CPU (52 ms against the
-  auction's 1.6 s: ~2 µs per sequential step) and the auction elsewhere (H200: 53 ms
+  (``benchmarks/RESULTS.md``, n = 256): shortest paths on the CPU (34 ms against the
+  auction's 1.7 s: ~1.5 µs per sequential step) and the auction elsewhere (H200: 53 ms
   against 289 ms in an OT-CFM step: the sequential steps are kernel launches there).
 * ``method="sinkhorn"``: an entropic plan from :func:`jaxdiff.ot.sinkhorn` (the library's
   one Sinkhorn front door), then ``n`` index pairs drawn from the plan with replacement

@@ -10,9 +10,9 @@ the only error is float rounding of the reduced costs), found in ``O(n^3)`` work
 
 Each Dijkstra step is a few length-``n`` vector operations inside a ``lax.while_loop``, so
 the run is ``n`` searches of (on 2-D Gaussian clouds, measured) about ``n / 3`` steps. That
-is fast where a loop step is cheap (the CPU: ~2 µs a step, 44 ms at ``n = 256`` against
-the auction's 1.6 s) and launch-bound on a GPU; ``benchmarks/RESULTS.md`` compares the two
-solvers there.
+is fast where a loop step is cheap (the CPU: ~1.5 µs a step, 34 ms at ``n = 256`` against
+the auction's 1.7 s) and launch-bound on a GPU (H200: 432 ms against the auction's 152);
+``benchmarks/RESULTS.md`` ("flow_train") has both solvers against scipy.
 """
 
 from __future__ import annotations
