@@ -20,7 +20,6 @@ earlier versions (and ``CLIPTextModelWithProjection``, ``CLIPModel``) put the to
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import re
 from collections.abc import Mapping
@@ -34,6 +33,7 @@ from jaxdiff._validation import check_bool, check_choice
 from jaxdiff.interop.diffusers_weights import (
     flatten_params,
     from_torch_layout,
+    read_json_object,
     torch_shape,
     unflatten_params,
 )
@@ -80,22 +80,11 @@ def _as_numpy(name: str, value) -> np.ndarray:
     raise TypeError(f"state_dict[{name!r}] is a {type(value).__name__}, not a tensor or array")
 
 
-def _read_json(path: Path, what: str) -> dict:
-    try:
-        with open(path) as f:
-            value = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path} is not valid JSON ({what}): {err}") from err
-    if not isinstance(value, dict):
-        raise ValueError(f"{path} holds a JSON {type(value).__name__}, not an object ({what})")
-    return value
-
-
 def _load_weights(path: Path) -> dict[str, np.ndarray]:
     """One weights file, or the shards an ``*.index.json`` names (``weight_map``)."""
     if not path.name.endswith(".index.json"):
         return load_state_dict(path)
-    weight_map = _read_json(path, "a sharded checkpoint index").get("weight_map")
+    weight_map = read_json_object(path, "a sharded checkpoint index").get("weight_map")
     if not isinstance(weight_map, dict):
         raise ValueError(f"{path} has no 'weight_map' object (a sharded checkpoint index)")
     state = {}
@@ -129,7 +118,7 @@ def _read_folder(source) -> tuple[dict, dict, str]:
     files = [path / name for name in _WEIGHT_FILES if (path / name).is_file()]
     if not files:
         raise FileNotFoundError(f"no weights in {path}; expected one of {list(_WEIGHT_FILES)}")
-    config = _read_json(config_path, "a transformers config.json")
+    config = read_json_object(config_path, "a transformers config.json")
     return config, _load_weights(files[0]), str(files[0])
 
 

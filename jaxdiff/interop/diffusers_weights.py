@@ -33,6 +33,7 @@ __all__ = [
     "config_number",
     "flatten_params",
     "from_torch_layout",
+    "read_json_object",
     "resolve_diffusers_source",
     "to_torch_layout",
     "torch_name",
@@ -184,15 +185,20 @@ def config_number(cfg: Mapping, name: str) -> float:
     return check_real(f"diffusers config {name!r}", cfg[name])
 
 
-def _read_config(path: Path) -> dict:
+def read_json_object(path: Path, what: str) -> dict:
+    """The JSON object stored at ``path``; ``what`` names the file in messages.
+
+    Raises:
+      ValueError: the file is not valid JSON or holds something other than an object.
+    """
     try:
         with open(path) as f:
-            cfg = json.load(f)
+            value = json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path} is not valid JSON (a diffusers config.json): {err}") from err
-    if not isinstance(cfg, dict):
-        raise ValueError(f"{path} holds a JSON {type(cfg).__name__}, not a config object")
-    return cfg
+        raise ValueError(f"{path} is not valid JSON ({what}): {err}") from err
+    if not isinstance(value, dict):
+        raise ValueError(f"{path} holds a JSON {type(value).__name__}, not an object ({what})")
+    return value
 
 
 def _is_model(source) -> bool:
@@ -266,7 +272,7 @@ def resolve_diffusers_source(
                     f"{config_path} not found: put the diffusers config.json beside the "
                     "weights or pass config="
                 )
-            config = _read_config(config_path)
+            config = read_json_object(config_path, "a diffusers config.json")
         return dict(config), load_state_dict(weights), str(weights)
     raise TypeError(
         f"source must be a diffusers {model}, a state dict (mapping), a weights file or a "

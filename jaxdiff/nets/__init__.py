@@ -20,6 +20,12 @@ from jaxdiff.nets.lora import (
 )
 from jaxdiff.nets.mlp import MLP, ResidualMLP
 from jaxdiff.nets.resnet import Downsample2D, ResnetBlock2D, Upsample2D
+from jaxdiff.nets.text_encoder import (
+    CLIPTextEncoder,
+    HashTextEncoder,
+    TextEncoder,
+    TextEncoding,
+)
 from jaxdiff.nets.unet import UNet
 from jaxdiff.nets.unet_blocks import DownBlock, MidBlock, UpBlock
 from jaxdiff.nets.vae import AutoencoderKL, Decoder, Encoder, VAEConfig, sample_latent
@@ -31,6 +37,7 @@ __all__ = [
     "BasicTransformerBlock",
     "BoundModel",
     "CLIPTextConfig",
+    "CLIPTextEncoder",
     "CLIPTextModel",
     "CLIPTextOutput",
     "Decoder",
@@ -39,6 +46,7 @@ __all__ = [
     "Encoder",
     "FeedForward",
     "GaussianFourierProjection",
+    "HashTextEncoder",
     "HighResModelConfig",
     "IsoNext",
     "IsoNextBlock",
@@ -49,6 +57,8 @@ __all__ = [
     "ResidualMLP",
     "ResnetBlock2D",
     "StyleVelocity",
+    "TextEncoder",
+    "TextEncoding",
     "TimestepMLP",
     "Transformer2D",
     "UNet",
