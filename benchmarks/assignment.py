@@ -16,8 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
-import time
 from datetime import date
 
 import jax
@@ -25,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from benchmarks.sinkhorn_small import median_ms
 from jaxdiff.ot.pairs import assignment
 
 
@@ -34,26 +33,17 @@ def _cost(n: int, seed: int) -> np.ndarray:
     return ((x[:, None] - y[None]) ** 2).sum(-1)
 
 
-def _median_ms(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
-
-
 def row(n: int, repeats: int, seed: int = 0) -> dict:
     """One size: ms per call and cost excess of every solver, and scipy's ms."""
     cost = _cost(n, seed)
     rows, cols = linear_sum_assignment(cost)
     best = cost[rows, cols].sum()
-    out = {"n": n, "scipy_ms": _median_ms(lambda: linear_sum_assignment(cost), repeats)}
+    out = {"n": n, "scipy_ms": median_ms(lambda: linear_sum_assignment(cost), repeats)}
     device_cost = jnp.asarray(cost, jnp.float32)
     for solver in ("shortest_path", "auction"):
         fn = jax.jit(lambda c, solver=solver: assignment(c, solver=solver))
         perm = np.asarray(fn(device_cost))  # compile
-        out[f"{solver}_ms"] = _median_ms(lambda fn=fn: fn(device_cost).block_until_ready(), repeats)
+        out[f"{solver}_ms"] = median_ms(lambda fn=fn: fn(device_cost).block_until_ready(), repeats)
         out[f"{solver}_cost_excess"] = float(cost[np.arange(n), perm].sum() / best - 1.0)
         out[f"{solver}_over_scipy"] = out[f"{solver}_ms"] / out["scipy_ms"]
     return out

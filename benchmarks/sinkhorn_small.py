@@ -51,7 +51,8 @@ def problems(key_seed: int, batch: int, n: int, d: int):
     return x, y
 
 
-def _median_ms(fn, repeats: int) -> float:
+def median_ms(fn, repeats: int) -> float:
+    """Median wall time of ``repeats`` calls of ``fn()`` in ms (``fn`` synchronises)."""
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -152,7 +153,7 @@ def main():
             start = time.perf_counter()
             costs[name] = np.asarray(jax.block_until_ready(fn(x, y)), np.float64)
             compile_s = time.perf_counter() - start
-            ms = _median_ms(lambda fn=fn: jax.block_until_ready(fn(x, y)), args.repeats)
+            ms = median_ms(lambda fn=fn: jax.block_until_ready(fn(x, y)), args.repeats)
             rows[name] = {"total_ms": ms, "compile_s": compile_s}
         except Exception as e:  # keep the other rows
             rows[name] = {"error": f"{type(e).__name__}: {e}"[:300]}
@@ -160,7 +161,7 @@ def main():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "did not converge": stopThr=0 by design
             costs["POT"] = pot_costs(x_np, y_np, args.epsilon, args.iters)
-            ms = _median_ms(
+            ms = median_ms(
                 lambda: pot_costs(x_np, y_np, args.epsilon, args.iters), max(1, args.repeats // 2)
             )
         rows["POT"] = {"total_ms": ms}
