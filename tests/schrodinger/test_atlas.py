@@ -104,7 +104,7 @@ def test_bad_timestep_lists_raise(timesteps, match):
 
 @pytest.mark.parametrize(
     "kernel",
-    [None, KernelConfig(solver_type="direct"), KernelConfig(solver_type="nystrom", rank=128)],
+    [None, KernelConfig(solver_type="direct"), KernelConfig(solver_type="nystrom", rank=256)],
     ids=["memory-tiers", "direct", "nystrom"],
 )
 def test_reference_samples_repair_a_biased_score(kernel):
@@ -122,7 +122,8 @@ def test_reference_samples_repair_a_biased_score(kernel):
     assert pulled.ot_converged.shape == (10,) and float(pulled.ot_epsilon.min()) > 0
     if kernel is None or kernel.solver_type == "direct":
         assert bool(pulled.ot_converged.all()) and float(pulled.ot_error.max()) < 1e-3
-    else:  # a rank-128 sketch of 1,536 points: the noisiest steps' plans are approximate
+    else:  # a rank-256 sketch of 1,536 points: the noisiest steps' plans are approximate
+        # (at rank 128 the last two steps missed the threshold in a fresh 2026-12-03 venv)
         assert bool(pulled.ot_converged[-3:].all())
 
 
